@@ -18,11 +18,8 @@ PYTEST_ARGS ?=
 
 .PHONY: test demo env system-deps lint typecheck bench clean-env
 
-env: $(VENV)/.medseg-ready
-
-$(VENV)/.medseg-ready: pyproject.toml tools/spec_hash.py
+env:
 	@bash tools/bootstrap_env.sh "$(PYTHON)" "$(VENV_CACHE)" "$(VENV)"
-	@touch $@
 
 # Debian tools the tests use as independent oracles (DICOM validator, RTSTRUCT reader).
 # Installed when running as root; otherwise the tests that need them report how to install them.

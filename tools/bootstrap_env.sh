@@ -29,5 +29,11 @@ if [ "$(readlink "$link" 2>/dev/null)" != "$cache" ]; then
   rm -rf "$link"
   ln -s "$cache" "$link"
 fi
-# The project itself: editable, no deps (seconds), so each checkout runs its own code.
-"$link/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+# The project itself: editable, no deps, so each checkout runs its own code. Skipped when the
+# environment already points at this checkout.
+here=$(pwd -P)
+where=$(cd / && "$link/bin/python" -c "import medseg, os; print(os.path.dirname(os.path.dirname(os.path.realpath(medseg.__file__))))" 2>/dev/null || true)
+if [ "$where" != "$here" ]; then
+  "$link/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || \
+    { echo "editable install of medseg failed" >&2; "$link/bin/python" -m pip install --no-deps --no-build-isolation -e .; exit 1; }
+fi
