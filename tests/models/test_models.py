@@ -1,0 +1,137 @@
+"""Model registry, output sizes, SRM loss behaviour and checkpoint safety."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as nnf
+
+from medseg.errors import ModelError
+from medseg.models import (
+    ShapeRegularizedLoss,
+    available_models,
+    build_model,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medseg.models.checkpoint import read_checkpoint
+from medseg.preprocess import PreprocessingSpec
+from medseg.volume import LabelMap
+
+SMALL = {
+    "unet3d": {"channels": (4, 8, 8)},
+    "fcn3d": {"channels": (4, 4, 8, 8)},
+    "srm": {"channels": (4, 8), "latent_channels": 2},
+}
+
+
+@pytest.mark.parametrize("name", ["unet3d", "fcn3d", "srm"])
+@pytest.mark.parametrize("size", [(9, 11, 13), (17, 7, 8), (8, 8, 8)])
+def test_every_model_keeps_input_size(name: str, size: tuple[int, int, int]) -> None:
+    cin = 3 if name == "srm" else 1
+    net = build_model(name, in_channels=cin, out_channels=3, **SMALL[name]).eval()
+    with torch.no_grad():
+        out = net(torch.randn(2, cin, *size))
+    assert out.shape == (2, 3, *size)
+    assert torch.isfinite(out).all()
+
+
+def test_registry_errors() -> None:
+    assert set(available_models()) == {"unet3d", "fcn3d", "srm"}
+    with pytest.raises(ModelError, match="unknown model"):
+        build_model("resnet", in_channels=1, out_channels=2)
+    with pytest.raises(ModelError, match="bad options"):
+        build_model("unet3d", in_channels=1, out_channels=2, colour="red")
+
+
+def _sphere_labels(shift: int = 0) -> torch.Tensor:
+    zz, yy, xx = np.mgrid[:24, :24, :24]
+    lab = np.zeros((24, 24, 24), np.int64)
+    lab[(zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 8 - shift) ** 2 < 25] = 1
+    lab[(zz - 12) ** 2 + (yy - 12) ** 2 + (xx - 17) ** 2 < 9] = 2
+    return torch.from_numpy(lab)[None, None]
+
+
+def _logits(lab: torch.Tensor) -> torch.Tensor:
+    return 20.0 * nnf.one_hot(lab[:, 0], 3).permute(0, 4, 1, 2, 3).float() - 10.0
+
+
+def test_srm_loss_zero_for_perfect_prediction_and_grows_with_perturbation() -> None:
+    torch.manual_seed(0)
+    ae = build_model("srm", in_channels=3, out_channels=3, channels=(4, 8), latent_channels=4)
+    gt = _sphere_labels()
+    loss_fn = ShapeRegularizedLoss(ae, lambda_latent=1.0, lambda_recon=0.0)
+    perfect = float(loss_fn(_logits(gt), gt))
+    assert perfect == pytest.approx(0.0, abs=1e-3)
+    assert loss_fn.last_terms["latent"] == pytest.approx(0.0, abs=1e-8)
+    values = [float(loss_fn(_logits(_sphere_labels(s)), gt)) for s in (1, 2, 4)]
+    assert perfect < values[0] < values[1] < values[2]
+    assert all(t > 0 for t in (loss_fn.last_terms["latent"],))
+    # the reconstruction term also grows with the perturbation
+    rec = ShapeRegularizedLoss(ae, lambda_latent=0.0, lambda_recon=1.0)
+    r = [float(rec(_logits(_sphere_labels(s)), gt)) for s in (0, 4)]
+    assert r[1] > r[0]
+    # gradients reach the prediction, not the frozen SRM
+    logits = _logits(_sphere_labels(2)).requires_grad_(True)
+    loss_fn(logits, gt).backward()
+    assert logits.grad is not None and float(logits.grad.abs().sum()) > 0
+    assert all(p.grad is None for p in ae.parameters())
+
+
+def _save(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
+    opts = {"in_channels": 1, "out_channels": 3, "channels": [4, 4, 8, 8]}
+    net = build_model("fcn3d", **opts)
+    spec = PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (16, 16, 16))
+    path = save_checkpoint(
+        tmp_path / "m.pt",
+        net,
+        model_name="fcn3d",
+        model_options=opts,
+        label_map=LabelMap.from_names(["Brainstem", "Mandible"]),
+        preprocessing=spec,
+        config={"seed": 1},
+        metrics={"mean_dice": 0.5},
+        case_ids=["pt_4", "pt_13"],
+    )
+    return path, net
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    path, net = _save(tmp_path)
+    model, info = load_checkpoint(path)
+    assert info.label_map.names == ("Brainstem", "Mandible")
+    assert info.preprocessing.roi_size == (16, 16, 16)
+    assert info.metrics == {"mean_dice": 0.5} and info.config == {"seed": 1}
+    x = torch.randn(1, 1, 10, 12, 9)
+    with torch.no_grad():
+        assert torch.equal(model(x), net.eval()(x))
+
+
+def test_tampered_and_unsafe_checkpoints_are_refused(tmp_path: Path) -> None:
+    path, _ = _save(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    first = next(iter(payload["state_dict"]))
+    payload["state_dict"][first] = payload["state_dict"][first] + 1e-3
+    torch.save(payload, tmp_path / "tampered.pt")
+    with pytest.raises(ModelError, match="digest mismatch"):
+        load_checkpoint(tmp_path / "tampered.pt")
+    payload = torch.load(path, weights_only=True)
+    payload["label_map"] = payload["label_map"].replace("Mandible", "Larynx")
+    torch.save(payload, tmp_path / "relabelled.pt")
+    with pytest.raises(ModelError, match="digest mismatch"):
+        read_checkpoint(tmp_path / "relabelled.pt")
+
+    class Evil:
+        def __reduce__(self):  # type: ignore[no-untyped-def]
+            return (print, ("pwned",))
+
+    with open(tmp_path / "evil.pt", "wb") as fh:
+        pickle.dump({"format": "medseg-checkpoint", "x": Evil()}, fh)
+    with pytest.raises(ModelError, match="refused to load"):
+        load_checkpoint(tmp_path / "evil.pt")
+    with pytest.raises(ModelError, match="neither a shipped model"):
+        load_checkpoint(tmp_path / "nothing.pt")
