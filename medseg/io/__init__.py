@@ -10,18 +10,17 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from medseg.errors import InputError
+from medseg.io.dicom_series import DicomReadOptions
 from medseg.io.image_files import detect_file_format, read_image_file, write_image_file
 from medseg.volume import LabelMap, LabelVolume, Volume
-
-if TYPE_CHECKING:
-    from medseg.io.dicom_series import DicomReadOptions
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DicomReadOptions",
     "detect_path_kind",
     "labels_from_volume",
     "load_labels",
@@ -90,7 +89,7 @@ def load_volume(
             "(CLI: medseg evaluate/export take it as a label input)."
         )
     if kind in ("dicom_folder", "dicom"):
-        from medseg.io.dicom_series import DicomReadOptions, load_dicom_series
+        from medseg.io.dicom_series import load_dicom_series
 
         return load_dicom_series(path, options=dicom or DicomReadOptions())
     return read_image_file(path)
