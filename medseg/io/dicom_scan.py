@@ -33,6 +33,7 @@ __all__ = [
     "NON_IMAGE_MODALITIES",
     "InstanceHeader",
     "SeriesGroup",
+    "contains_dicom",
     "group_series",
     "read_instance_header",
     "scan_instances",
@@ -354,6 +355,11 @@ def _iter_files(root: Path) -> Iterable[Path]:
         for name in sorted(filenames):
             if not name.startswith("."):
                 yield Path(dirpath) / name
+
+
+def contains_dicom(path: str | os.PathLike[str]) -> bool:
+    """True when ``path`` is, or a folder under it holds, a file with the DICOM preamble."""
+    return any(_sniff(str(f)) == "dicom" for f in _iter_files(Path(path)))
 
 
 def scan_instances(path: str | os.PathLike[str]) -> tuple[list[InstanceHeader], list[str]]:
