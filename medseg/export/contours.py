@@ -1,0 +1,99 @@
+"""Planar contours ↔ 2D masks (pixel units), the geometry behind RTSTRUCT export and import.
+
+Conventions, shared by the writer and the reader so that a round trip is exact up to the
+dropped fragments:
+
+* A contour is an ``(N, 2)`` array of ``(row, column)`` pixel coordinates; pixel ``(i, j)`` has its
+  centre at ``(i, j)``. Contours are closed implicitly (the last point is not repeated).
+* A pixel belongs to a structure when its centre lies inside an **odd** number of the
+  structure's contours on that slice (even-odd rule). Holes are therefore written as separate
+  inner contours on the same slice (no keyhole cuts); an island inside a hole is a third contour.
+  This is how dicompyler, plastimatch, 3D Slicer (SlicerRT) and Eclipse read nested contours.
+* Contours come from marching squares at level 0.5 on the zero-padded mask, so each runs halfway
+  between foreground and background pixel centres; collinear vertices are removed.
+* Contours with fewer than 3 distinct points or enclosing less than one pixel of area
+  (isolated single pixels, one-pixel holes) are dropped: they are sub-voxel fragments that
+  several planning systems reject.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+from skimage.draw import polygon as _polygon_pixels
+from skimage.measure import approximate_polygon, find_contours
+
+__all__ = ["MIN_AREA_PX", "fill_even_odd", "mask_to_contours", "polygon_area"]
+
+#: Contours enclosing less than this many pixels of area are dropped.
+MIN_AREA_PX = 1.0
+
+
+def polygon_area(points: npt.NDArray[np.float64]) -> float:
+    """Signed area (shoelace) of a closed polygon given as ``(N, 2)`` points.
+
+    Examples
+    --------
+    >>> polygon_area(np.array([[0, 0], [0, 2], [3, 2], [3, 0]], float))
+    -6.0
+    """
+    x, y = points[:, 0], points[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(np.roll(x, -1), y))
+
+
+def mask_to_contours(
+    mask: npt.NDArray[np.bool_], *, min_area_px: float = MIN_AREA_PX
+) -> list[npt.NDArray[np.float64]]:
+    """Outer and hole contours of a 2D mask, in ``(row, column)`` pixel coordinates.
+
+    Parameters
+    ----------
+    mask
+        2D boolean array ``(rows, columns)``.
+    min_area_px
+        Contours enclosing less area (in pixels) are dropped.
+
+    Returns
+    -------
+    list of ndarray
+        ``(N, 2)`` float arrays, ``N >= 3``, not closed (first point not repeated).
+
+    Examples
+    --------
+    >>> m = np.zeros((6, 6), bool); m[1:5, 1:5] = True; m[2:4, 2:4] = False
+    >>> [len(c) for c in mask_to_contours(m)]  # outer square and its hole
+    [8, 8]
+    >>> bool(np.array_equal(fill_even_odd(mask_to_contours(m), m.shape), m))
+    True
+    """
+    m = np.asarray(mask, dtype=bool)
+    if not m.any():
+        return []
+    padded = np.pad(m, 1).astype(np.float32)
+    out = []
+    for c in find_contours(padded, 0.5):
+        pts = approximate_polygon(c, tolerance=0.05) - 1.0
+        if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
+            pts = pts[:-1]
+        if len(pts) < 3 or abs(polygon_area(pts)) < min_area_px:
+            continue
+        out.append(np.ascontiguousarray(pts, dtype=np.float64))
+    return out
+
+
+def fill_even_odd(
+    contours: list[npt.NDArray[np.float64]], shape: tuple[int, int]
+) -> npt.NDArray[np.bool_]:
+    """Rasterise contours on a ``shape`` grid with the even-odd rule (pixel centres inside).
+
+    Examples
+    --------
+    >>> sq = np.array([[0.5, 0.5], [0.5, 3.5], [3.5, 3.5], [3.5, 0.5]])
+    >>> int(fill_even_odd([sq], (5, 5)).sum())
+    9
+    """
+    out = np.zeros(shape, dtype=bool)
+    for c in contours:
+        rr, cc = _polygon_pixels(c[:, 0], c[:, 1], shape=shape)
+        out[rr, cc] ^= True
+    return out

@@ -1,0 +1,233 @@
+"""Read DICOM-SEG and RTSTRUCT files into label maps on a reference grid.
+
+Tolerant reading (CONVENTIONS.md): anything odd but recoverable (contours off the slice planes,
+open or 2-point contours, unknown codes, fractional segments) is skipped or fixed with a message in
+``LabelVolume.warnings`` and the log; only input that cannot be placed raises.
+
+Overlap policy (both formats): :func:`load_dicom_masks` returns one mask per structure, overlaps
+kept. :func:`load_dicom_labels` must give one label per voxel, so where structures overlap **the
+smaller structure (fewer voxels) wins**: organs inside BODY or an external contour keep their
+voxels. Every overlap is reported as a warning naming both structures and the voxel count.
+
+Placement: a SEG frame goes to the reference slice its ImagePositionPatient falls on (its in-plane
+axes must be the reference's); an RTSTRUCT contour is mapped to reference voxel indices with the
+reference affine, assigned to the slice it lies on (within a quarter slice) and filled with the
+even-odd rule (pixel centres inside an odd number of the ROI's contours on that slice; see
+:mod:`medseg.export.contours`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pydicom
+from pydicom.dataset import Dataset
+
+from medseg.errors import InputError
+from medseg.export.contours import fill_even_odd
+from medseg.volume import LabelEntry, LabelMap, LabelVolume, Volume
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["StructureMask", "load_dicom_labels", "load_dicom_masks"]
+
+_SCT = ("SCT", "SRT")  # SRT: the SNOMED-RT designator older SEGs (dcmqi) still use
+
+
+@dataclass(frozen=True)
+class StructureMask:
+    """One structure read from a SEG segment or an RTSTRUCT ROI.
+
+    ``mask`` is boolean on the grid of the Volume returned with it; ``n_items`` counts the SEG
+    frames or RTSTRUCT contours the structure had in the file.
+    """
+
+    entry: LabelEntry
+    mask: npt.NDArray[np.bool_]
+    n_items: int
+
+
+def load_dicom_masks(
+    path: str | os.PathLike[str], reference: Volume | None = None
+) -> tuple[Volume, list[StructureMask], list[str]]:
+    """Read every structure of a DICOM-SEG or RTSTRUCT file as a separate boolean mask.
+
+    Parameters
+    ----------
+    path
+        The ``.dcm`` file.
+    reference
+        The image grid to place the structures on. Required for RTSTRUCT. For SEG, ``None``
+        uses the SEG's own frame geometry (covering only the slices that have frames).
+
+    Returns
+    -------
+    grid, structures, warnings
+        The grid Volume (array of zeros, ``uint8``), one :class:`StructureMask` per segment/ROI
+        in file order, and the messages about what was skipped or fixed.
+    """
+    p = Path(path)
+    try:
+        ds = pydicom.dcmread(p)
+    except (OSError, pydicom.errors.InvalidDicomError) as exc:
+        raise InputError(f"{p}: cannot read as DICOM ({exc}).") from exc
+    modality = str(ds.get("Modality", ""))
+    if modality == "SEG":
+        from medseg.io._dicom_seg_read import read_seg_masks
+
+        return read_seg_masks(ds, p, reference)
+    if modality == "RTSTRUCT":
+        if reference is None:
+            raise InputError(
+                f"{p}: an RTSTRUCT holds contours, not a grid; give the reference image "
+                "(reference=load_volume(<CT folder>); CLI: --reference) to rasterise it on."
+            )
+        return _read_rtstruct_masks(ds, p, reference)
+    raise InputError(
+        f"{p}: DICOM modality {modality or '(none)'} is not a label object; expected SEG or "
+        "RTSTRUCT (for an image series use load_volume)."
+    )
+
+
+def load_dicom_labels(path: str | os.PathLike[str], reference: Volume | None = None) -> LabelVolume:
+    """Read a DICOM-SEG or RTSTRUCT file as one label map (smaller structure wins overlaps).
+
+    Label ids are the SEG segment numbers or the RTSTRUCT ROI numbers (renumbered 1..n when
+    those are not usable); names, colours and SNOMED codes go into the LabelMap. See
+    :func:`load_dicom_masks` for the arguments.
+    """
+    grid, structures, warnings = load_dicom_masks(path, reference)
+    sizes = [int(s.mask.sum()) for s in structures]
+    max_id = max((s.entry.id for s in structures), default=0)
+    out = np.zeros(grid.shape, dtype=np.uint8 if max_id < 256 else np.uint16)
+    names = {s.entry.id: s.entry.name for s in structures}
+    for i in sorted(range(len(structures)), key=lambda j: -sizes[j]):
+        s = structures[i]
+        if sizes[i] == 0:
+            continue
+        under = out[s.mask]
+        for other, count in zip(*np.unique(under[under > 0], return_counts=True), strict=True):
+            msg = (
+                f"{int(count)} voxels are in both {s.entry.name!r} and the larger "
+                f"{names[int(other)]!r}; labelled {s.entry.name!r} (smaller structure wins)."
+            )
+            warnings.append(msg)
+            logger.warning("%s: %s", Path(path).name, msg)
+        out[s.mask] = s.entry.id
+    label_map = LabelMap(tuple(s.entry for s in structures))
+    volume = grid.with_array(out)
+    return LabelVolume(volume, label_map, tuple(warnings))
+
+
+# ----------------------------------------------------------------------------------------------
+# RTSTRUCT
+# ----------------------------------------------------------------------------------------------
+def _warn(warnings: list[str], p: Path, msg: str) -> None:
+    warnings.append(msg)
+    logger.warning("%s: %s", p.name, msg)
+
+
+def _roi_entries(ds: Dataset, p: Path, warnings: list[str]) -> dict[int, LabelEntry]:
+    """LabelEntry per ROINumber; ids are the ROI numbers when they are 1..65535, else 1..n."""
+    rois = list(ds.get("StructureSetROISequence", []))
+    numbers = [int(r.ROINumber) for r in rois]
+    usable = len(set(numbers)) == len(numbers) and all(1 <= n <= 65535 for n in numbers)
+    if not usable:
+        _warn(warnings, p, f"ROI numbers {numbers} are not unique 1..65535; renumbered 1..n.")
+    colors = {}
+    for rc in ds.get("ROIContourSequence", []):
+        if "ROIDisplayColor" in rc:
+            colors[int(rc.ReferencedROINumber)] = tuple(int(v) for v in rc.ROIDisplayColor)
+    entries: dict[int, LabelEntry] = {}
+    seen: set[str] = set()
+    for i, roi in enumerate(rois, start=1):
+        number = int(roi.ROINumber)
+        name = str(roi.get("ROIName", "")).strip() or f"ROI_{number}"
+        if name.lower() in seen:
+            new = f"{name}_{number}"
+            _warn(warnings, p, f"duplicate ROI name {name!r}; ROI {number} renamed {new!r}.")
+            name = new
+        seen.add(name.lower())
+        label_id = number if usable else i
+        known = LabelMap.from_dict({label_id: name})[label_id]
+        color = colors.get(number, known.color)
+        if len(color) != 3 or any(not 0 <= v <= 255 for v in color):
+            color = known.color
+        entries[number] = LabelEntry(
+            label_id, name, color, known.snomed_type, known.snomed_category,
+            known.snomed_laterality,
+        )  # fmt: skip
+    return entries
+
+
+def _contour_slice(
+    points: npt.NDArray[np.float64], reference: Volume
+) -> tuple[int, npt.NDArray[np.float64]] | str:
+    """Slice index and (row, col) points of a contour, or the reason it cannot be placed."""
+    idx = reference.voxel_indices(points)
+    k = idx[:, 0]
+    if np.ptp(k) > 0.1:
+        return f"is not parallel to the reference slices (spans {np.ptp(k):.2f} slices)"
+    kk = int(np.rint(k.mean()))
+    if abs(k.mean() - kk) > 0.25:
+        return f"lies between reference slices (slice index {k.mean():.2f})"
+    if not 0 <= kk < reference.shape[0]:
+        return f"lies outside the reference volume (slice {kk} of {reference.shape[0]})"
+    return kk, idx[:, 1:]
+
+
+def _read_rtstruct_masks(
+    ds: Dataset, p: Path, reference: Volume
+) -> tuple[Volume, list[StructureMask], list[str]]:
+    warnings: list[str] = []
+    grid = Volume(np.zeros(reference.shape, np.uint8), reference.affine, modality="RTSTRUCT")
+    src = reference.source
+    for_uids = {
+        str(r.get("ReferencedFrameOfReferenceUID", ""))
+        for r in ds.get("StructureSetROISequence", [])
+    }
+    if src is not None and for_uids - {src.frame_of_reference_uid, ""}:
+        _warn(
+            warnings, p,
+            f"ROIs reference frame of reference {sorted(for_uids)} but the reference image is "
+            f"in {src.frame_of_reference_uid}; contours placed by coordinates anyway.",
+        )  # fmt: skip
+    entries = _roi_entries(ds, p, warnings)
+    contours_by_roi: dict[int, dict[int, list[npt.NDArray[np.float64]]]] = {n: {} for n in entries}
+    counts = dict.fromkeys(entries, 0)
+    skipped: dict[str, int] = {}
+    for rc in ds.get("ROIContourSequence", []):
+        number = int(rc.ReferencedROINumber)
+        if number not in entries:
+            _warn(warnings, p, f"contours for ROI {number}, which is not in the ROI list; skipped.")
+            continue
+        name = entries[number].name
+        for c in rc.get("ContourSequence", []):
+            counts[number] += 1
+            gtype = str(c.get("ContourGeometricType", "CLOSED_PLANAR"))
+            data = np.asarray(c.get("ContourData", []), dtype=np.float64)
+            if gtype != "CLOSED_PLANAR" or len(data) < 9 or len(data) % 3:
+                why = f"{name}: {gtype} contour with {len(data) // 3} points"
+                skipped[why] = skipped.get(why, 0) + 1
+                continue
+            placed = _contour_slice(data.reshape(-1, 3), reference)
+            if isinstance(placed, str):
+                why = f"{name}: contour {placed}"
+                skipped[why] = skipped.get(why, 0) + 1
+                continue
+            contours_by_roi[number].setdefault(placed[0], []).append(placed[1])
+    for why, n in skipped.items():
+        _warn(warnings, p, f"{why}: {n} skipped.")
+    shape2d = reference.shape[1:]
+    structures = []
+    for number, entry in entries.items():
+        mask = np.zeros(reference.shape, dtype=bool)
+        for k, polys in contours_by_roi[number].items():
+            mask[k] = fill_even_odd(polys, shape2d)
+        structures.append(StructureMask(entry, mask, counts[number]))
+    return grid, structures, warnings
