@@ -1,0 +1,44 @@
+"""Inference: the :class:`Predictor` (CT in, labels on the CT's own grid out).
+
+>>> from medseg.inference import InferenceConfig
+>>> InferenceConfig().overlap
+0.5
+"""
+
+from __future__ import annotations
+
+from medseg.inference.postprocessing import (
+    PostprocessConfig,
+    fill_label_holes,
+    keep_largest_component,
+    label_side,
+    laterality_warnings,
+    postprocess_labels,
+    remove_small_labels,
+)
+from medseg.inference.predictor import InferenceConfig, Predictor, resolve_device
+from medseg.inference.sliding_window import (
+    SlidingWindowResult,
+    flip_combinations,
+    gaussian_importance_map,
+    sliding_window_labels,
+    window_starts,
+)
+
+__all__ = [
+    "InferenceConfig",
+    "PostprocessConfig",
+    "Predictor",
+    "SlidingWindowResult",
+    "fill_label_holes",
+    "flip_combinations",
+    "gaussian_importance_map",
+    "keep_largest_component",
+    "label_side",
+    "laterality_warnings",
+    "postprocess_labels",
+    "remove_small_labels",
+    "resolve_device",
+    "sliding_window_labels",
+    "window_starts",
+]

@@ -1,0 +1,483 @@
+"""The :class:`Predictor`: CT volume in, organ labels on the same grid out.
+
+Pipeline of :meth:`Predictor.predict` (every step keeps exact world geometry):
+
+1. reorient to the model's orientation (axis permutation/flip, no interpolation) and resample
+   linearly to the model's spacing (:mod:`medseg.preprocess`);
+2. find the body (largest component above ``body_threshold_hu``) and crop to its box plus a
+   margin, never smaller than one window;
+3. normalise HU with the model's window and run the slab-wise sliding window
+   (:mod:`medseg.inference.sliding_window`), skipping windows that hold only air;
+4. post-process per organ (:mod:`medseg.inference.postprocessing`) and check laterality;
+5. map the labels back to exactly the input's affine and shape. When no resampling was needed
+   this is the exact inverse axis permutation; otherwise it is nearest-neighbour interpolation
+   of the label map (each input voxel takes the label of the model-grid voxel nearest to its
+   centre). Resampling logits before the arg-max would give smoother boundaries but needs
+   ``classes ×`` the input's voxels in memory, which is what this module avoids.
+
+The model is loaded once and reused for every :meth:`~Predictor.predict` call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from torch import nn
+
+from medseg.errors import ConfigError, InputError, ModelError
+from medseg.inference.postprocessing import (
+    PostprocessConfig,
+    label_side,
+    laterality_warnings,
+    postprocess_labels,
+)
+from medseg.inference.sliding_window import flip_combinations, sliding_window_labels
+from medseg.preprocess import (
+    PreprocessingSpec,
+    body_bounding_box,
+    crop,
+    normalise_hu,
+    reorient,
+    resample_to_grid,
+    resample_to_spacing,
+)
+from medseg.volume import LabelMap, LabelVolume, Volume, orientation_code
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["InferenceConfig", "Predictor", "resolve_device"]
+
+EMPTY_WARNING = (
+    "no body found: no voxel above {thr:g} HU (value range {lo:g}..{hi:g}); the label map is "
+    "empty. Check that the input is a CT in Hounsfield units."
+)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How :class:`Predictor` runs (the model's own preprocessing comes from its checkpoint).
+
+    Parameters
+    ----------
+    overlap
+        Window overlap fraction in ``[0, 1)``; 0.5 as nnU-Net.
+    sigma_scale
+        Gaussian blending sigma as a fraction of the window size.
+    batch_size
+        Windows per network call; 0 chooses 1 on CPU and 4 on CUDA.
+    tta
+        Flip test-time augmentation (mirror along the model axes; the left-right axis is left
+        out when the label map names sided organs, since mirroring would swap them).
+    amp
+        float16 autocast on CUDA (ignored on CPU).
+    body_threshold_hu
+        Voxels above this are body; windows without any are skipped.
+    body_margin_mm
+        Margin added around the body box before cropping.
+    min_extent_fraction
+        A volume shorter than this fraction of the window along any axis (on the model grid) is
+        refused with :class:`~medseg.errors.InputError`; between this and a full window it is
+        padded with air.
+    postprocess
+        Clean-ups applied to the labels.
+    """
+
+    overlap: float = 0.5
+    sigma_scale: float = 0.125
+    batch_size: int = 0
+    tta: bool = False
+    amp: bool = True
+    body_threshold_hu: float = -500.0
+    body_margin_mm: float = 10.0
+    min_extent_fraction: float = 0.5
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.overlap < 1.0:
+            raise ConfigError(f"overlap must be in [0, 1); got {self.overlap}.")
+        if self.batch_size < 0:
+            raise ConfigError(f"batch_size must be ≥ 0 (0 = auto); got {self.batch_size}.")
+        if self.sigma_scale <= 0:
+            raise ConfigError(f"sigma_scale must be > 0; got {self.sigma_scale}.")
+        if not 0.0 < self.min_extent_fraction <= 1.0:
+            raise ConfigError(
+                f"min_extent_fraction must be in (0, 1]; got {self.min_extent_fraction}."
+            )
+        if self.body_margin_mm < 0:
+            raise ConfigError(f"body_margin_mm must be ≥ 0; got {self.body_margin_mm}.")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> InferenceConfig:
+        """Build from a mapping (e.g. parsed YAML), refusing unknown keys.
+
+        Examples
+        --------
+        >>> c = InferenceConfig.from_dict({"overlap": 0.25, "postprocess": {"fill_holes": False}})
+        >>> c.overlap, c.postprocess.fill_holes
+        (0.25, False)
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown inference keys {unknown}; known: {sorted(known)}.")
+        kw = dict(data)
+        if isinstance(kw.get("postprocess"), Mapping):
+            kw["postprocess"] = PostprocessConfig.from_dict(kw["postprocess"])
+        return cls(**kw)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU; refuse ``"cuda"`` without a GPU.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    device(type='cpu')
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif device == "auto":
+        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            dev = torch.device(device)
+        except RuntimeError as exc:
+            raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from exc
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but no CUDA GPU is available; use --device cpu.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"unsupported device {dev}; use auto, cpu or cuda.")
+    return dev
+
+
+def _file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Predictor:
+    """Run a segmentation network on CT volumes; the model is loaded once.
+
+    Parameters
+    ----------
+    model
+        Module mapping ``(B, 1, d, h, w)`` normalised CT to ``(B, len(label_map) + 1, d, h, w)``
+        logits (channel 0 = background, channel ``i`` = ``label_map.entries[i - 1]``).
+    spec
+        The model's preprocessing (spacing, orientation, HU window, window size).
+    label_map
+        Names of the output channels 1..K.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or a :class:`torch.device`.
+    config
+        Inference options.
+    name, version
+        Recorded in outputs (e.g. ``segmentation.json``).
+    num_threads
+        Set torch's CPU thread count (``None`` keeps the current setting).
+
+    Examples
+    --------
+    >>> import numpy as np, torch
+    >>> from medseg.preprocess import PreprocessingSpec
+    >>> from medseg.volume import LabelMap, Volume, affine_from_geometry
+    >>> class Bone(torch.nn.Module):  # 2 channels: background, "bone" where input > 0.9
+    ...     def forward(self, x):
+    ...         return torch.cat([0.9 - x, x - 0.9], dim=1)
+    >>> spec = PreprocessingSpec((2.0, 2.0, 2.0), "SPL", (-1000.0, 1000.0), (8, 8, 8))
+    >>> p = Predictor(Bone(), spec, LabelMap.from_names(["Bone"]), device="cpu")
+    >>> ct = np.full((12, 12, 12), -1000.0); ct[3:9, 3:9, 3:9] = 0.0; ct[5:7, 5:7, 5:7] = 1000.0
+    >>> out = p.predict(Volume(ct, affine_from_geometry((2.0, 2.0, 2.0))))
+    >>> int(out.volume.array.sum()), out.volume.shape
+    (8, (12, 12, 12))
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
+        spec: PreprocessingSpec,
+        label_map: LabelMap,
+        *,
+        device: str | torch.device = "auto",
+        config: InferenceConfig | None = None,
+        name: str = "model",
+        version: str = "",
+        num_threads: int | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.config = config or InferenceConfig()
+        if isinstance(model, nn.Module):
+            model = model.to(self.device).eval()
+        self.model = model
+        self.spec = spec
+        self.label_map = label_map
+        self.name = name
+        self.version = version
+        if num_threads is not None and self.device.type == "cpu":
+            torch.set_num_threads(max(1, int(num_threads)))
+        #: Seconds per stage of the last :meth:`predict` call.
+        self.last_timings: dict[str, float] = {}
+        #: Windows run / skipped in the last call.
+        self.last_windows: dict[str, int] = {}
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        name_or_path: str | os.PathLike[str],
+        device: str | torch.device = "auto",
+        *,
+        config: InferenceConfig | None = None,
+        num_threads: int | None = None,
+    ) -> Predictor:
+        """Load a checkpoint (shipped name such as ``"hn_oar"`` or a ``.pt`` path) once."""
+        from medseg.models import load_checkpoint
+
+        dev = resolve_device(device)
+        model, info = load_checkpoint(name_or_path, device=dev)
+        name = os.fspath(name_or_path)
+        name = os.path.basename(name).removesuffix(".pt") if name.endswith(".pt") else name
+        version = f"medseg {info.medseg_version}; sha256 {_file_sha256(info.path)[:16]}"
+        return cls(
+            model,
+            info.preprocessing,
+            info.label_map,
+            device=dev,
+            config=config,
+            name=name,
+            version=version,
+            num_threads=num_threads,
+        )
+
+    # ------------------------------------------------------------------------------------------
+    @property
+    def flips(self) -> list[tuple[int, ...]]:
+        """Mirror combinations used for TTA (``[()]`` without TTA)."""
+        if not self.config.tta:
+            return [()]
+        axes = [0, 1, 2]
+        if any(label_side(e.name) for e in self.label_map):
+            lr = next(i for i, c in enumerate(self.spec.orientation) if c in "LR")
+            axes.remove(lr)
+        return flip_combinations(axes)
+
+    def _check_extent(self, grid: Volume, original: Volume) -> None:
+        roi = self.spec.roi_size
+        need = [int(np.ceil(self.config.min_extent_fraction * r)) for r in roi]
+        short = [i for i in range(3) if grid.shape[i] < need[i]]
+        if short:
+            i = short[0]
+            got_mm = grid.shape[i] * grid.spacing_mm[i]
+            need_mm = need[i] * self.spec.spacing_mm[i]
+            raise InputError(
+                f"volume too small for model {self.name!r}: axis {i} of the resampled image "
+                f"({self.spec.orientation[i]}) covers {got_mm:.1f} mm ({grid.shape[i]} voxels of "
+                f"{grid.spacing_mm[i]:.2f} mm); the model needs at least {need_mm:.1f} mm "
+                f"({need[i]} voxels, half its {roi[i]}-voxel window). Input shape "
+                f"{original.shape}, spacing {tuple(round(s, 3) for s in original.spacing_mm)} mm. "
+                "Give a 3D CT covering the region (a single slice or 2D image cannot be segmented)."
+            )
+
+    def _crop_box(self, grid: Volume) -> tuple[slice, slice, slice]:
+        box = body_bounding_box(grid, self.config.body_threshold_hu)
+        out = []
+        for i, s in enumerate(box):
+            n = grid.shape[i]
+            margin = int(np.ceil(self.config.body_margin_mm / grid.spacing_mm[i]))
+            start, stop = max(0, s.start - margin), min(n, s.stop + margin)
+            roi = self.spec.roi_size[i]
+            if stop - start < roi:  # grow to a full window, centred, inside the volume
+                grow = min(roi, n) - (stop - start)
+                start = max(0, start - grow // 2)
+                stop = min(n, start + min(roi, n))
+                start = stop - min(roi, n)
+            out.append(slice(start, stop))
+        return (out[0], out[1], out[2])
+
+    def _empty(self, volume: Volume, warning: str) -> LabelVolume:
+        labels = np.zeros(
+            volume.shape, dtype=np.uint8 if max(self.label_map.ids, default=0) < 256 else np.uint16
+        )
+        vol = Volume(labels, volume.affine.copy(), modality="SEG", source=volume.source)
+        return LabelVolume(vol, self.label_map, (warning,))
+
+    @overload
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        return_probabilities: Literal[False] = ...,
+        progress: Callable[[int, int], None] | None = ...,
+    ) -> LabelVolume: ...
+
+    @overload
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        return_probabilities: Literal[True],
+        progress: Callable[[int, int], None] | None = ...,
+    ) -> tuple[LabelVolume, npt.NDArray[np.float16]]: ...
+
+    def predict(
+        self,
+        volume: Volume,
+        *,
+        return_probabilities: bool = False,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> LabelVolume | tuple[LabelVolume, npt.NDArray[np.float16]]:
+        """Segment ``volume`` (CT in HU); labels come back on exactly its grid.
+
+        Parameters
+        ----------
+        volume
+            Any orientation and spacing (a 3D :class:`~medseg.volume.Volume`).
+        return_probabilities
+            Also return softmax probabilities ``(K + 1, *volume.shape)`` float16 on the input
+            grid (channel 0 background; linear interpolation). Needs ``(K + 1) × voxels × 2``
+            bytes.
+        progress
+            Called with ``(windows_done, windows_total)``.
+
+        Returns
+        -------
+        LabelVolume or (LabelVolume, ndarray)
+            Labels with the model's :class:`~medseg.volume.LabelMap` ids; warnings name an empty
+            body, removed organs and failed laterality checks.
+
+        Raises
+        ------
+        InputError
+            Volume shorter than half a window along an axis (e.g. a single slice).
+        """
+        t0 = time.perf_counter()
+        timings: dict[str, float] = {}
+        spec, cfg = self.spec, self.config
+        grid = reorient(volume, spec.orientation)
+        resampled = not np.allclose(grid.spacing_mm, spec.spacing_mm, rtol=1e-4, atol=1e-4)
+        if resampled:
+            grid = resample_to_spacing(grid, spec.spacing_mm, order=1)
+        self._check_extent(grid, volume)
+        foreground = grid.array > cfg.body_threshold_hu
+        if not foreground.any():
+            a = volume.array
+            msg = EMPTY_WARNING.format(
+                thr=cfg.body_threshold_hu, lo=float(a.min()), hi=float(a.max())
+            )
+            logger.warning(msg)
+            empty = self._empty(volume, msg)
+            self.last_timings = {"total": time.perf_counter() - t0}
+            self.last_windows = {"run": 0, "skipped": 0}
+            if return_probabilities:
+                background = np.zeros((len(self.label_map) + 1, *volume.shape), np.float16)
+                background[0] = 1.0
+                return empty, background
+            return empty
+        box = self._crop_box(grid)
+        region = crop(grid, box)
+        image = normalise_hu(region.array, spec.window_hu)
+        air = float(normalise_hu(np.array([-1024.0]), spec.window_hu)[0])
+        timings["preprocess"] = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        batch = cfg.batch_size or (4 if self.device.type == "cuda" else 1)
+        result = sliding_window_labels(
+            image,
+            self.model,
+            spec.roi_size,
+            overlap=cfg.overlap,
+            sigma_scale=cfg.sigma_scale,
+            batch_size=batch,
+            foreground=foreground[box],
+            flips=self.flips,
+            device=self.device,
+            amp=cfg.amp and self.device.type == "cuda",
+            pad_value=air,
+            return_probabilities=return_probabilities,
+            progress=progress,
+        )
+        del image
+        timings["network"] = time.perf_counter() - t1
+        self.last_windows = {"run": result.windows_run, "skipped": result.windows_skipped}
+
+        t2 = time.perf_counter()
+        ids = np.array([0, *self.label_map.ids], dtype=np.int64)
+        if result.windows_run and int(result.labels.max()) >= len(ids):
+            raise ModelError(
+                f"model {self.name!r} produced channel {int(result.labels.max())} but the label "
+                f"map names only {len(ids) - 1} labels."
+            )
+        dtype = np.uint8 if ids.max() < 256 else np.uint16
+        labels = ids.astype(dtype)[result.labels]
+        labels, warnings = postprocess_labels(
+            labels, region.spacing_mm, cfg.postprocess, self.label_map
+        )
+        warnings += laterality_warnings(labels, region.affine, self.label_map, foreground[box])
+        for w in warnings:
+            logger.warning(w)
+        timings["postprocess"] = time.perf_counter() - t2
+
+        t3 = time.perf_counter()
+        out = self._to_input_grid(labels, region, grid, volume, box=box, resampled=resampled)
+        vol = Volume(out, volume.affine.copy(), modality="SEG", source=volume.source)
+        label_volume = LabelVolume(vol, self.label_map, tuple(warnings))
+        probs: npt.NDArray[np.float16] | None = None
+        if return_probabilities and result.probabilities is not None:
+            probs = self._probabilities_to_input(result.probabilities, region, volume)
+        timings["resample_back"] = time.perf_counter() - t3
+        timings["total"] = time.perf_counter() - t0
+        self.last_timings = timings
+        logger.info(
+            "predicted %s: %d windows run, %d skipped, %.1f s",
+            volume.shape,
+            result.windows_run,
+            result.windows_skipped,
+            timings["total"],
+        )
+        if return_probabilities:
+            assert probs is not None
+            return label_volume, probs
+        return label_volume
+
+    @staticmethod
+    def _to_input_grid(
+        labels: npt.NDArray[np.integer],
+        region: Volume,
+        grid: Volume,
+        volume: Volume,
+        *,
+        box: tuple[slice, slice, slice],
+        resampled: bool,
+    ) -> npt.NDArray[np.integer]:
+        """Labels on the cropped model grid → array of ``volume.shape`` on ``volume.affine``."""
+        if not resampled:  # exact: paste, then undo the axis permutation/flips
+            full = np.zeros(grid.shape, dtype=labels.dtype)
+            full[box] = labels
+            back = reorient(Volume(full, grid.affine), orientation_code(volume.affine))
+            if back.same_grid(volume, tolerance_mm=1e-3):
+                return back.array
+        moved = resample_to_grid(Volume(labels, region.affine), volume, order=0, fill_value=0)
+        return moved.array.astype(labels.dtype, copy=False)
+
+    @staticmethod
+    def _probabilities_to_input(
+        probs: npt.NDArray[np.float16], region: Volume, volume: Volume
+    ) -> npt.NDArray[np.float16]:
+        out = np.zeros((probs.shape[0], *volume.shape), dtype=np.float16)
+        for c in range(probs.shape[0]):
+            channel = Volume(probs[c].astype(np.float32), region.affine)
+            fill = 1.0 if c == 0 else 0.0
+            out[c] = resample_to_grid(channel, volume, order=1, fill_value=fill).array
+        return out
