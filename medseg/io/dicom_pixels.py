@@ -142,7 +142,7 @@ def shift_tilted_slices(
     offsets_rc_mm: npt.NDArray[np.float64],
     pixel_spacing: tuple[float, float] | None,
 ) -> npt.NDArray[np.float32]:
-    """Undo gantry tilt: move slice ``k`` by ``-offsets_rc_mm[k]`` (row, column mm) in-plane.
+    """Undo gantry tilt: resample slice ``k`` displaced by ``offsets_rc_mm[k]`` (row, column mm).
 
     Slice ``k`` of a tilted series starts ``offsets_rc_mm[k]`` away from the line through slice
     0 along the normal; sampling it at the shifted position puts every slice on the orthogonal
@@ -154,9 +154,10 @@ def shift_tilted_slices(
     fill = float(array.min())
     out = np.empty(array.shape, dtype=np.float32)
     for k in range(array.shape[0]):
-        # output (r, c) samples input (r + off_r/ps_r, c + off_c/ps_c) → shift by -offset
-        d = -offsets_rc_mm[k] / ps
-        shift(array[k].astype(np.float32), d, out=out[k], order=1, mode="constant", cval=fill)
+        # slice k's pixel (r, c) lies at the orthogonal grid's (r + off_r/ps_r, c + off_c/ps_c):
+        # output[x] = input[x - off/ps], which is scipy's shift by +off/ps
+        d = offsets_rc_mm[k] / ps
+        shift(array[k].astype(np.float32), d, output=out[k], order=1, mode="constant", cval=fill)
     return out
 
 
