@@ -11,6 +11,7 @@ import gzip
 import logging
 import os
 import tempfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def detect_file_format(path: Path) -> str:
         try:
             with gzip.open(path, "rb") as gz:
                 head = gz.read(352)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise InputError(f"{path}: gzip stream is corrupt ({exc}).") from exc
     if len(head) >= 348 and (head[344:348] in (b"n+1\x00", b"ni1\x00", b"n+2\x00")):
         return "nifti"
