@@ -103,8 +103,9 @@ def _basic_problems(insts: Sequence[InstanceHeader], name: str) -> list[SeriesPr
         out.append(
             SeriesProblem(
                 "missing_pixel_data",
-                f"{name}: {len(no_pix)} instance(s) have no PixelData (e.g. {no_pix[0]}). "
-                "Remove them from the folder or re-export the series.",
+                f"{name}: {len(no_pix)} instance(s) have no PixelData (e.g. {no_pix[0]}): the "
+                "file is truncated or corrupt, or not an image. Remove it from the folder or "
+                "re-export the series.",
                 InputError,
             )
         )

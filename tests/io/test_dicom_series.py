@@ -47,7 +47,9 @@ def ts_ct(shared_data: Path) -> Volume:
     return load_dicom_series(shared_data / TS / "example_ct_dicom")
 
 
-def test_totalsegmentator_jpeg2000_grid_matches_nifti_labels(ts_ct: Volume, shared_data: Path) -> None:
+def test_totalsegmentator_jpeg2000_grid_matches_nifti_labels(
+    ts_ct: Volume, shared_data: Path
+) -> None:
     assert ts_ct.shape == (20, 512, 512)
     assert ts_ct.modality == "CT" and ts_ct.array.dtype == np.int16
     np.testing.assert_allclose(ts_ct.spacing_mm, (2.0, 0.9765625, 0.9765625), atol=1e-6)
