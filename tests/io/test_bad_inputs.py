@@ -9,7 +9,6 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pydicom
 import pytest
 from dicom_cases import make_volume, write_series
 from pydicom.dataelem import DataElement
@@ -227,7 +226,7 @@ CASES: list[tuple[str, Builder, DicomReadOptions | None, type[MedsegError], tupl
     ("builder", "options", "error", "patterns"),
     [pytest.param(*c[1:], id=c[0]) for c in CASES],
 )
-def test_bad_input(
+def test_bad_input(  # noqa: PLR0917 (pytest fixtures + parameters)
     tmp_path: Path,
     shared_data: Path,
     builder: Builder,

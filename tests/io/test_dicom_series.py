@@ -1,4 +1,5 @@
-"""DICOM series reader: real series (JPEG 2000, implicit VR), orientations, codecs, selection, fixes."""
+"""DICOM series reader: real series (JPEG 2000, implicit VR), orientations, codecs, selection,
+opt-in fixes."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-import SimpleITK as sitk
+import SimpleITK as sitk  # noqa: N813
 from dicom_cases import (
     AXIAL,
     encode_jpeg_lossless,
