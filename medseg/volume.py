@@ -513,7 +513,9 @@ def from_nibabel(image: nib.spatialimages.SpatialImage, *, modality: str = "OT")
         shape = shape[:3]
     if len(shape) != 3:
         raise InputError(f"expected a 3D image; got shape {image.shape}.")
-    slope, inter = image.dataobj.slope, image.dataobj.inter  # type: ignore[attr-defined]
+    # an ArrayProxy (file-backed) carries scl_slope/scl_inter; an in-memory array has none
+    slope = getattr(image.dataobj, "slope", None)
+    inter = getattr(image.dataobj, "inter", None)
     raw_dtype = image.get_data_dtype()
     if np.issubdtype(raw_dtype, np.integer) and slope in (1.0, None) and inter in (0.0, None):
         data = np.asarray(image.dataobj).astype(raw_dtype, copy=False)
