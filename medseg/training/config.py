@@ -1,0 +1,212 @@
+"""Training configuration: frozen dataclasses loaded from YAML with unknown-key checks.
+
+See ``pipelines/train_hn_oar_*.yaml`` for complete examples. Relative paths in a YAML file are
+resolved against the directory of that file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from medseg.errors import ConfigError
+from medseg.io.openkbp import OPENKBP_OARS
+from medseg.preprocess import PreprocessingSpec
+
+__all__ = [
+    "DataConfig",
+    "ModelConfig",
+    "OptimConfig",
+    "SRMConfig",
+    "TrainConfig",
+    "load_train_config",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which cases to train and validate on.
+
+    ``root`` holds one OpenKBP patient folder per case. Cases are sorted, shuffled with
+    ``split_seed`` and dealt into ``folds`` folds (case ``i`` of the shuffled list goes to fold
+    ``i % folds``); fold ``fold`` validates, the rest train. ``fold: null`` trains on all cases
+    without validation. ``max_cases`` keeps only the first cases (smoke tests).
+    """
+
+    root: str = ""
+    labels: tuple[str, ...] = OPENKBP_OARS
+    folds: int = 5
+    fold: int | None = 0
+    split_seed: int = 0
+    max_cases: int | None = None
+    body_threshold_hu: float = -500.0
+    body_margin: int = 4
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Registry name and builder options of the segmentation network."""
+
+    name: str = "unet3d"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """Optimisation schedule.
+
+    One epoch visits every training case once (``batch_size`` cases per step, each giving
+    ``samples_per_case`` foreground-weighted patches). ``max_minutes`` stops gracefully (the
+    last checkpoint is saved, ``--resume`` continues).
+    """
+
+    epochs: int = 100
+    batch_size: int = 1
+    samples_per_case: int = 2
+    pos_fraction: float = 0.67
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    val_every: int = 10
+    augment: bool = True
+    max_minutes: float | None = None
+    amp: bool = True
+
+
+@dataclass(frozen=True)
+class SRMConfig:
+    """The shape representation model (stage 1) and its weights in the stage-2 loss.
+
+    ``checkpoint``: where the trained SRM is (re)used; if the file does not exist the SRM is
+    trained first and saved there. ``input_noise`` in [0, 1) mixes random class probabilities
+    into the one-hot inputs during SRM training (so the SRM learns to map imperfect soft
+    predictions onto plausible shapes).
+    """
+
+    checkpoint: str = ""
+    channels: tuple[int, ...] = (16, 32, 64)
+    latent_channels: int = 16
+    lambda_latent: float = 0.1
+    lambda_recon: float = 0.5
+    input_noise: float = 0.3
+    epochs: int = 40
+    lr: float = 2e-3
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A complete training run."""
+
+    name: str
+    output_dir: str
+    data: DataConfig
+    preprocessing: PreprocessingSpec
+    model: ModelConfig
+    optim: OptimConfig
+    srm: SRMConfig | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-friendly dict (stored in checkpoints and next to outputs)."""
+        return _plain(dataclasses.asdict(self))
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_plain(v) for v in obj]
+    return obj
+
+
+def _build(cls: type[T], data: Any, where: str) -> T:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}.")
+    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}.")
+    kwargs = {k: tuple(v) if isinstance(v, list) and k != "options" else v for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    p = Path(os.path.expanduser(value))
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_train_config(
+    path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None
+) -> TrainConfig:
+    """Read a training YAML file (relative paths resolved against its folder).
+
+    ``overrides`` is merged per section before validation, e.g.
+    ``{"optim": {"epochs": 1}, "output_dir": "/tmp/run"}``.
+    """
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{p}: cannot read training config ({exc}).") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: top level must be a mapping.")
+    for key, value in (overrides or {}).items():
+        if isinstance(value, Mapping) and isinstance(raw.get(key), dict):
+            raw[key] = {**raw[key], **value}
+        else:
+            raw[key] = value
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ConfigError(f"{p}: unknown keys {unknown}; known keys: {sorted(known)}.")
+    for required in ("name", "output_dir", "data"):
+        if required not in raw:
+            raise ConfigError(f"{p}: missing required key {required!r}.")
+    base = p.resolve().parent
+    data = _build(DataConfig, raw["data"], f"{p}: data")
+    data = dataclasses.replace(data, root=_resolve(base, data.root))
+    if not data.root or not Path(data.root).is_dir():
+        raise ConfigError(f"{p}: data.root {data.root!r} is not a folder.")
+    if data.fold is not None and not 0 <= data.fold < data.folds:
+        raise ConfigError(f"{p}: data.fold must be in 0..{data.folds - 1} or null.")
+    srm = None
+    if raw.get("srm") is not None:
+        srm = _build(SRMConfig, raw["srm"], f"{p}: srm")
+        if not srm.checkpoint:
+            raise ConfigError(f"{p}: srm.checkpoint must name where the SRM is stored.")
+        srm = dataclasses.replace(srm, checkpoint=_resolve(base, srm.checkpoint))
+    try:
+        spec = PreprocessingSpec.from_dict(raw.get("preprocessing") or {})
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: preprocessing: {exc}") from exc
+    cfg = TrainConfig(
+        name=str(raw["name"]),
+        output_dir=_resolve(base, str(raw["output_dir"])),
+        data=data,
+        preprocessing=spec,
+        model=_build(ModelConfig, raw.get("model"), f"{p}: model"),
+        optim=_build(OptimConfig, raw.get("optim"), f"{p}: optim"),
+        srm=srm,
+        seed=int(raw.get("seed", 0)),
+        device=str(raw.get("device", "auto")),
+        num_threads=raw.get("num_threads"),
+    )
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"{p}: device must be auto, cpu or cuda; got {cfg.device!r}.")
+    return cfg

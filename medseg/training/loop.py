@@ -1,0 +1,450 @@
+"""Plain and SRM-regularised (two-stage) training loops.
+
+``train(config)`` runs: (stage 1, when ``config.srm`` is set and its checkpoint does not exist
+yet) train the shape autoencoder on ground-truth label patches; (stage 2) train the segmenter
+with :class:`~medseg.models.ShapeRegularizedLoss` (plain Dice + CE when there is no SRM).
+Every ``optim.val_every`` epochs the validation fold is segmented with a Gaussian sliding
+window; the best mean Dice is kept as ``best.pt``, the latest state as ``last.pt`` (resumable),
+with ``log.csv``, ``learning_curve.png``, ``config.json`` and ``cases.json`` beside them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from medseg.errors import ConfigError, ModelError
+from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
+from medseg.models.checkpoint import read_checkpoint
+from medseg.training.config import TrainConfig
+from medseg.training.data import (
+    deterministic_transforms,
+    list_cases,
+    random_transforms,
+    split_cases,
+)
+from medseg.volume import LabelMap
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainResult", "dice_per_label", "select_device", "train"]
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Where a run left its checkpoints and how good the best one was."""
+
+    output_dir: Path
+    best_checkpoint: Path
+    last_checkpoint: Path
+    best_mean_dice: float | None
+    epochs_done: int
+    steps_done: int
+    elapsed_s: float
+    stopped_early: bool
+
+
+def select_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but no CUDA device is available; use auto.")
+    return torch.device(name)
+
+
+def dice_per_label(pred: np.ndarray, gt: np.ndarray, label_ids: Sequence[int]) -> list[float]:
+    """Dice of each label id (NaN when both masks are empty).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), [1, 2])
+    [0.6666666666666666, 0.6666666666666666]
+    """
+    out = []
+    for i in label_ids:
+        a, b = pred == i, gt == i
+        denom = int(a.sum() + b.sum())
+        out.append(float("nan") if denom == 0 else 2.0 * float((a & b).sum()) / denom)
+    return out
+
+
+def _seed_everything(seed: int) -> None:
+    from monai.utils import set_determinism
+
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 (global state used by MONAI transforms)
+    torch.manual_seed(seed)
+    set_determinism(seed=seed)
+
+
+def _datasets(cfg: TrainConfig, train_cases: list[str], val_cases: list[str]) -> tuple[Any, Any]:
+    from monai.data import CacheDataset
+    from monai.transforms import Compose
+
+    det = deterministic_transforms(cfg.data, cfg.preprocessing)
+    root = Path(cfg.data.root)
+    train_items = [{"case": str(root / c), "id": c} for c in train_cases]
+    val_items = [{"case": str(root / c), "id": c} for c in val_cases]
+    train_ds = CacheDataset(
+        train_items,
+        Compose([*det, *random_transforms(cfg.preprocessing, cfg.optim)]),
+        progress=False,
+        num_workers=0,
+    )
+    val_ds = (
+        CacheDataset(val_items, Compose(det), progress=False, num_workers=0) if val_items else None
+    )
+    return train_ds, val_ds
+
+
+def _loader(ds: Any, batch_size: int, seed: int) -> Any:
+    from monai.data import DataLoader, list_data_collate
+
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(
+        ds,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=0,
+        collate_fn=list_data_collate,
+        generator=g,
+    )
+
+
+def _onehot(label: torch.Tensor, k: int) -> torch.Tensor:
+    return nnf.one_hot(label[:, 0].long(), k).permute(0, 4, 1, 2, 3).float()
+
+
+def _train_srm(
+    cfg: TrainConfig, train_ds: Any, k: int, device: torch.device, case_ids: list[str]
+) -> None:
+    """Stage 1: fit the shape autoencoder to (noised) one-hot ground-truth patches."""
+    from monai.losses import DiceCELoss
+
+    assert cfg.srm is not None
+    srm_cfg = cfg.srm
+    opts: dict[str, Any] = {
+        "in_channels": k,
+        "out_channels": k,
+        "channels": list(srm_cfg.channels),
+        "latent_channels": srm_cfg.latent_channels,
+    }
+    model = build_model("srm", **opts).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=srm_cfg.lr, weight_decay=1e-5)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    loader = _loader(train_ds, cfg.optim.batch_size, cfg.seed + 1)
+    total = srm_cfg.epochs * len(loader)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (1 - s / max(1, total)) ** 0.9)
+    t0 = time.monotonic()
+    rows = []
+    for epoch in range(srm_cfg.epochs):
+        losses = []
+        for batch in loader:
+            label = batch["label"].to(device)
+            x = _onehot(label, k)
+            if srm_cfg.input_noise > 0:
+                a = torch.rand(x.shape[0], 1, 1, 1, 1, device=device) * srm_cfg.input_noise
+                noise = torch.softmax(3.0 * torch.randn_like(x), dim=1)
+                x = (1 - a) * x + a * noise
+            loss = loss_fn(model(x), label)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(float(loss.detach()))
+        rows.append({"epoch": epoch + 1, "srm_loss": float(np.mean(losses))})
+        logger.info("SRM epoch %d/%d loss %.4f", epoch + 1, srm_cfg.epochs, rows[-1]["srm_loss"])
+    metrics = {
+        "final_loss": rows[-1]["srm_loss"] if rows else None,
+        "train_s": time.monotonic() - t0,
+    }
+    save_checkpoint(
+        srm_cfg.checkpoint,
+        model,
+        model_name="srm",
+        model_options=opts,
+        label_map=LabelMap.from_names(list(cfg.data.labels)),
+        preprocessing=cfg.preprocessing,
+        config=cfg.to_dict(),
+        metrics={**metrics, "history": rows},
+        case_ids=case_ids,
+    )
+    logger.info("SRM saved to %s (%.0f s)", srm_cfg.checkpoint, metrics["train_s"])
+
+
+def _load_srm(cfg: TrainConfig, k: int, device: torch.device) -> nn.Module:
+    assert cfg.srm is not None
+    model, info = load_checkpoint(cfg.srm.checkpoint, device=device)
+    if info.model_name != "srm" or info.model_options.get("out_channels") != k:
+        raise ModelError(
+            f"{cfg.srm.checkpoint}: expected an SRM over {k} classes; got {info.model_name} "
+            f"with {info.model_options}."
+        )
+    return model
+
+
+def _validate(
+    model: nn.Module, val_ds: Any, cfg: TrainConfig, device: torch.device, k: int
+) -> list[list[float]]:
+    from monai.inferers import sliding_window_inference
+
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for item in val_ds:
+            image = torch.as_tensor(item["image"])[None].to(device)
+            logits = sliding_window_inference(
+                image, cfg.preprocessing.roi_size, 2, model, overlap=0.25, mode="gaussian"
+            )
+            pred = torch.argmax(torch.as_tensor(logits), dim=1)[0].cpu().numpy()
+            scores.append(dice_per_label(pred, np.asarray(item["label"])[0], range(1, k)))
+    model.train()
+    return scores
+
+
+def _write_log(out: Path, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    fields: list[str] = []
+    for r in rows:
+        fields += [f for f in r if f not in fields]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+    tmp = out / ".log.csv.tmp"
+    tmp.write_text(buf.getvalue())
+    os.replace(tmp, out / "log.csv")
+
+
+def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """Train loss per epoch and validation mean Dice on a twin axis, saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ep = [r["epoch"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(ep, [r["train_loss"] for r in rows], color="tab:blue", label="train loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss", color="tab:blue")
+    val = [(r["epoch"], r["val_mean_dice"]) for r in rows if r.get("val_mean_dice") is not None]
+    if val:
+        ax2 = ax.twinx()
+        ax2.plot(*zip(*val, strict=True), "o-", color="tab:red", label="val mean Dice")
+        ax2.set_ylabel("validation mean Dice", color="tab:red")
+        ax2.set_ylim(0, 1)
+    ax.set_title(title)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def train(
+    cfg: TrainConfig,
+    *,
+    resume: str | os.PathLike[str] | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """Run a training configuration (see module docstring). ``progress(step, total, info)``."""
+    if cfg.num_threads:
+        torch.set_num_threads(int(cfg.num_threads))
+    _seed_everything(cfg.seed)
+    device = select_device(cfg.device)
+    use_amp = cfg.optim.amp and device.type == "cuda"
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    train_cases, val_cases = split_cases(list_cases(cfg.data.root), cfg.data)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    (out / "cases.json").write_text(json.dumps({"train": train_cases, "val": val_cases}, indent=2))
+    label_map = LabelMap.from_names(list(cfg.data.labels))
+    k = len(label_map) + 1
+    t_load = time.monotonic()
+    train_ds, val_ds = _datasets(cfg, train_cases, val_cases)
+    logger.info(
+        "cached %d+%d cases in %.0f s", len(train_cases), len(val_cases), time.monotonic() - t_load
+    )
+
+    srm_model = None
+    if cfg.srm is not None:
+        if not Path(cfg.srm.checkpoint).is_file():
+            _train_srm(cfg, train_ds, k, device, train_cases)
+        srm_model = _load_srm(cfg, k, device)
+    lam1 = cfg.srm.lambda_latent if cfg.srm else 0.0
+    lam2 = cfg.srm.lambda_recon if cfg.srm else 0.0
+    loss_fn = ShapeRegularizedLoss(srm_model, lambda_latent=lam1, lambda_recon=lam2)  # type: ignore[arg-type]
+
+    model_opts = {"in_channels": 1, "out_channels": k, **dict(cfg.model.options)}
+    model_opts = json.loads(json.dumps(model_opts))  # tuples → lists, plain types
+    model = build_model(cfg.model.name, **model_opts).to(device)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
+    )
+    loader = _loader(train_ds, cfg.optim.batch_size, cfg.seed)
+    total_steps = cfg.optim.epochs * len(loader)
+    # poly decay over the run; with optim.max_minutes the decay follows whichever of steps or
+    # time is further along, so a time-limited run still ends with an annealed learning rate
+    clock = {"elapsed": 0.0}
+    limit_s = 60.0 * cfg.optim.max_minutes if cfg.optim.max_minutes else math.inf
+
+    def poly(s: int) -> float:
+        frac = max(s / max(1, total_steps), clock["elapsed"] / limit_s)
+        return max(0.0, 1.0 - frac) ** 0.9
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    rows: list[dict[str, Any]] = []
+    epoch0, step, best, elapsed0 = 0, 0, -math.inf, 0.0
+    if resume is not None:
+        payload, info = read_checkpoint(resume)
+        if info.model_name != cfg.model.name or "training_state" not in payload:
+            raise ModelError(
+                f"{resume}: cannot resume: it holds model {info.model_name!r} "
+                f"{'without' if 'training_state' not in payload else 'with'} training state; "
+                f"the config trains {cfg.model.name!r}. Pass the run's last.pt."
+            )
+        model.load_state_dict(payload["state_dict"])
+        st = payload["training_state"]
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        epoch0, step, best = int(st["epoch"]), int(st["step"]), float(st["best"])
+        elapsed0 = float(st["elapsed_s"])
+        rows = json.loads(st["history"])
+        logger.info("resumed from %s at epoch %d", resume, epoch0)
+
+    def save(path: Path, with_state: bool, metrics: dict[str, Any]) -> None:
+        state = None
+        if with_state:
+            state = {
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "epoch": epoch,
+                "step": step,
+                "best": best,
+                "elapsed_s": elapsed,
+                "history": json.dumps(rows),
+            }
+        save_checkpoint(
+            path,
+            model,
+            model_name=cfg.model.name,
+            model_options=model_opts,
+            label_map=label_map,
+            preprocessing=cfg.preprocessing,
+            config=cfg.to_dict(),
+            metrics=metrics,
+            case_ids=train_cases,
+            training_state=state,
+        )
+
+    t0 = time.monotonic()
+    epoch, elapsed, stopped = epoch0, elapsed0, False
+    model.train()
+    loss_fn.train()
+    for epoch in range(epoch0 + 1, cfg.optim.epochs + 1):
+        terms: dict[str, list[float]] = {}
+        losses = []
+        for batch in loader:
+            image, label = batch["image"].to(device), batch["label"].to(device)
+            with torch.autocast(device.type, enabled=use_amp):
+                logits = model(image)
+            loss = loss_fn(logits.float(), label)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            step += 1
+            elapsed = elapsed0 + time.monotonic() - t0
+            clock["elapsed"] = elapsed
+            sched.step()
+            losses.append(float(loss.detach()))
+            for key, v in loss_fn.last_terms.items():
+                terms.setdefault(key, []).append(v)
+            elapsed = elapsed0 + time.monotonic() - t0
+            if progress is not None:
+                progress(step, total_steps, {"epoch": epoch, "loss": losses[-1]})
+            if cfg.optim.max_minutes and elapsed > 60 * cfg.optim.max_minutes:
+                stopped = True
+                break
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": step,
+            "lr": sched.get_last_lr()[0],
+            "train_loss": float(np.mean(losses)) if losses else float("nan"),
+            **{f"train_{key}": float(np.mean(v)) for key, v in terms.items()},
+        }
+        last_epoch = epoch == cfg.optim.epochs or stopped
+        if val_ds is not None and (epoch % cfg.optim.val_every == 0 or last_epoch):
+            scores = np.array(_validate(model, val_ds, cfg, device, k))
+            per_label = np.nanmean(scores, axis=0)
+            mean = float(np.nanmean(per_label))
+            row["val_mean_dice"] = mean
+            row.update(
+                {f"dice_{n}": float(v) for n, v in zip(label_map.names, per_label, strict=True)}
+            )
+            if mean > best:
+                best = mean
+                save(
+                    out / "best.pt",
+                    False,
+                    {
+                        "val_mean_dice": mean,
+                        "epoch": epoch,
+                        "val_dice": dict(zip(label_map.names, map(float, per_label), strict=True)),
+                    },
+                )
+            logger.info(
+                "epoch %d: loss %.4f, val mean Dice %.3f (best %.3f)",
+                epoch,
+                row["train_loss"],
+                mean,
+                best,
+            )
+        row["elapsed_s"] = round(elapsed0 + time.monotonic() - t0, 1)
+        rows.append(row)
+        elapsed = row["elapsed_s"]
+        if "val_mean_dice" in row or last_epoch:
+            save(out / "last.pt", True, {"epoch": epoch})
+            _write_log(out, rows)
+            plot_learning_curve(rows, out / "learning_curve.png", cfg.name)
+        if stopped:
+            logger.warning(
+                "stopped after %.1f min (optim.max_minutes); resume with last.pt", elapsed / 60
+            )
+            break
+    if val_ds is None:
+        save(out / "best.pt", False, {"epoch": epoch})
+    return TrainResult(
+        output_dir=out,
+        best_checkpoint=out / "best.pt",
+        last_checkpoint=out / "last.pt",
+        best_mean_dice=None if best == -math.inf else best,
+        epochs_done=epoch,
+        steps_done=step,
+        elapsed_s=elapsed,
+        stopped_early=stopped,
+    )
