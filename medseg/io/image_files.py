@@ -13,6 +13,7 @@ import os
 import tempfile
 import zlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,6 +71,21 @@ def detect_file_format(path: Path) -> str:
     return "unknown"
 
 
+def _load_nifti(p: Path) -> Any:
+    """nibabel image of a NIfTI file; misnamed files (no .nii/.nii.gz suffix) are read from bytes,
+    because nibabel picks its reader by suffix while medseg detects the format by content."""
+    import nibabel as nib
+
+    if _suffix(p) in (".nii", ".nii.gz"):
+        return nib.load(str(p))
+    data = p.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if int.from_bytes(data[:4], "little") == 540 or int.from_bytes(data[:4], "big") == 540:
+        return nib.Nifti2Image.from_bytes(data)
+    return nib.Nifti1Image.from_bytes(data)
+
+
 def read_image_file(path: str | os.PathLike[str], *, modality: str = "OT") -> Volume:
     """Read a NIfTI, NRRD or MetaImage file into a :class:`~medseg.volume.Volume`.
 
@@ -86,9 +102,7 @@ def read_image_file(path: str | os.PathLike[str], *, modality: str = "OT") -> Vo
     fmt = detect_file_format(p)
     try:
         if fmt == "nifti":
-            import nibabel as nib
-
-            volume = from_nibabel(nib.load(str(p)), modality=modality)
+            volume = from_nibabel(_load_nifti(p), modality=modality)
         elif fmt in ("nrrd", "metaimage"):
             import SimpleITK as sitk
 
@@ -102,7 +116,7 @@ def read_image_file(path: str | os.PathLike[str], *, modality: str = "OT") -> Vo
         if str(p) in str(exc):
             raise
         raise InputError(f"{p}: {exc}") from exc
-    except (OSError, EOFError, RuntimeError, ValueError) as exc:
+    except (OSError, EOFError, RuntimeError, ValueError, zlib.error) as exc:
         raise InputError(f"{p}: cannot read {fmt} file ({type(exc).__name__}: {exc}).") from exc
     arr = volume.array
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
