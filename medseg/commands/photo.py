@@ -1,0 +1,134 @@
+"""``medseg photo train|predict|measure|evaluate``: Mask R-CNN on wound / skin-lesion photos."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from medseg.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["register"]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``photo`` and its sub-commands."""
+    parser = subparsers.add_parser(
+        "photo", help="wound / skin-lesion photos: train, predict, measure, evaluate"
+    )
+    sub = parser.add_subparsers(dest="photo_command", metavar="ACTION", required=True)
+
+    p = sub.add_parser("train", help="train a Mask R-CNN from a YAML config")
+    p.add_argument("config", type=Path)
+    p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
+    p.add_argument("--output-dir", help="override output_dir")
+    p.add_argument("--epochs", type=int, help="override epochs")
+    p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time")
+    p.add_argument("--weights", help="user-supplied COCO/ImageNet state dict (weights_only)")
+    p.add_argument("--data-root", help="override data_root")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("predict", help="masks, overlays and predictions.json for photos")
+    p.add_argument("images", nargs="+", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--model", default="wound", help="wound | lesion | PATH to a checkpoint")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("measure", help="area, length, width, perimeter of mask PNGs")
+    p.add_argument("masks", nargs="+", type=Path, help="mask PNGs (non-zero = region)")
+    p.add_argument("--mm-per-pixel", type=float, help="explicit calibration")
+    p.add_argument("--photo", type=Path, help="photo to search for a calibration marker")
+    p.add_argument("--marker-diameter-mm", type=float, help="diameter of the circular sticker")
+    p.add_argument("--marker-color", default="#0000ff", help="#RRGGBB or red/green/blue/yellow")
+    p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
+    p.set_defaults(func=_measure)
+
+    p = sub.add_parser("evaluate", help="per-image Dice / Jaccard against reference masks")
+    p.add_argument("pred_dir", type=Path)
+    p.add_argument("ref_dir", type=Path)
+    p.add_argument("-o", "--output", type=Path, help="write scores JSON here")
+    p.set_defaults(func=_evaluate)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from medseg.photo.training import load_train_config, train
+
+    config = load_train_config(
+        args.config,
+        output_dir=args.output_dir,
+        epochs=args.epochs,
+        max_minutes=args.max_minutes,
+        weights=str(Path(args.weights).resolve()) if args.weights else None,
+        data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
+    )
+    final = train(config, resume=args.resume)
+    sys.stdout.write(f"{final}\n")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from medseg.photo.predict import predict_files
+
+    with tqdm(total=len(args.images), disable=args.no_progress, file=sys.stderr) as bar:
+        result = predict_files(
+            args.images,
+            args.output,
+            model=args.model,
+            score_threshold=args.score_threshold,
+            device=args.device,
+            overwrite=args.overwrite,
+            progress=bar.update,
+        )
+    n = sum(len(r["instances"]) for r in result["images"])
+    sys.stdout.write(f"{len(result['images'])} photo(s), {n} instance(s) -> {args.output}\n")
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    from medseg.photo.datasets import read_mask, read_photo
+    from medseg.photo.measure import Calibration, detect_circular_marker, measure_mask
+
+    calibration = None
+    if args.mm_per_pixel is not None and args.marker_diameter_mm is not None:
+        raise InputError("give either --mm-per-pixel or --marker-diameter-mm, not both.")
+    if args.mm_per_pixel is not None:
+        if args.mm_per_pixel <= 0:
+            raise InputError(f"--mm-per-pixel must be > 0, got {args.mm_per_pixel}.")
+        calibration = Calibration(args.mm_per_pixel, "explicit")
+    elif args.marker_diameter_mm is not None:
+        if args.photo is None:
+            raise InputError("--marker-diameter-mm needs --photo (the photo with the marker).")
+        calibration = detect_circular_marker(
+            read_photo(args.photo), diameter_mm=args.marker_diameter_mm, color=args.marker_color
+        )
+    results = {str(m): measure_mask(read_mask(m), calibration) for m in args.masks}
+    text = json.dumps(results, indent=2)
+    if args.output:
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text + "\n")
+    if calibration is None:
+        logger.warning("uncalibrated: sizes are in pixels only (no --mm-per-pixel or marker)")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from medseg.photo.evaluate import evaluate_folders, scores_json, scores_table
+
+    scores, summary = evaluate_folders(args.pred_dir, args.ref_dir)
+    sys.stdout.write(scores_table(scores, summary) + "\n")
+    if args.output:
+        tmp = args.output.with_suffix(".tmp")
+        tmp.write_text(scores_json(scores, summary))
+        tmp.replace(args.output)
+    return 0

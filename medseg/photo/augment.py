@@ -1,0 +1,120 @@
+"""Training augmentation for photo/mask pairs (numpy + PIL, no OpenCV).
+
+Flips, a random zoom (crop in / pad out, then resize back to the input size) and colour jitter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+__all__ = ["AugmentConfig", "augment_pair", "resize_pair"]
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation switches (all applied independently per sample).
+
+    Attributes
+    ----------
+    hflip, vflip
+        Random horizontal / vertical flips (probability 0.5 each).
+    scale
+        ``(low, high)`` zoom factor range; < 1 zooms in (crop), > 1 zooms out (zero padding).
+    color_jitter
+        Maximum relative change of brightness, contrast and saturation (0 = off).
+    """
+
+    hflip: bool = True
+    vflip: bool = True
+    scale: tuple[float, float] = (0.75, 1.25)
+    color_jitter: float = 0.2
+
+
+def resize_pair(
+    image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_], shape: tuple[int, int]
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """Resize image (bilinear) and mask (nearest) to ``shape`` = (rows, columns).
+
+    >>> im, m = resize_pair(np.zeros((4, 6, 3), np.uint8), np.ones((4, 6), bool), (2, 3))
+    >>> im.shape, m.shape, bool(m.all())
+    ((2, 3, 3), (2, 3), True)
+    """
+    size = (shape[1], shape[0])
+    out_image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BILINEAR))
+    out_mask = np.asarray(
+        Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.NEAREST)
+    )
+    return out_image, out_mask > 127
+
+
+def _zoom(
+    image: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.bool_],
+    factor: float,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    rows, cols = mask.shape
+    win_r, win_c = max(8, round(rows * factor)), max(8, round(cols * factor))
+    if factor <= 1:
+        r0 = int(rng.integers(0, rows - win_r + 1))
+        c0 = int(rng.integers(0, cols - win_c + 1))
+        image, mask = (
+            image[r0 : r0 + win_r, c0 : c0 + win_c],
+            mask[r0 : r0 + win_r, c0 : c0 + win_c],
+        )
+    else:
+        canvas = np.zeros((win_r, win_c, 3), np.uint8)
+        canvas_mask = np.zeros((win_r, win_c), bool)
+        r0 = int(rng.integers(0, win_r - rows + 1))
+        c0 = int(rng.integers(0, win_c - cols + 1))
+        canvas[r0 : r0 + rows, c0 : c0 + cols] = image
+        canvas_mask[r0 : r0 + rows, c0 : c0 + cols] = mask
+        image, mask = canvas, canvas_mask
+    return resize_pair(image, mask, (rows, cols))
+
+
+def _jitter(
+    image: npt.NDArray[np.uint8], amount: float, rng: np.random.Generator
+) -> npt.NDArray[np.uint8]:
+    x = image.astype(np.float32)
+    brightness, contrast, saturation = 1 + rng.uniform(-amount, amount, size=3)
+    x = x * brightness
+    x = (x - x.mean()) * contrast + x.mean()
+    grey = x.mean(axis=2, keepdims=True)
+    x = (x - grey) * saturation + grey
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+def augment_pair(
+    image: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.bool_],
+    config: AugmentConfig,
+    rng: np.random.Generator,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """Apply random flips, zoom and colour jitter; output has the input's shape.
+
+    >>> rng = np.random.default_rng(0)
+    >>> im, m = augment_pair(np.zeros((32, 40, 3), np.uint8), np.zeros((32, 40), bool),
+    ...                      AugmentConfig(), rng)
+    >>> im.shape, m.shape
+    ((32, 40, 3), (32, 40))
+    """
+    if config.hflip and rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if config.vflip and rng.random() < 0.5:
+        image, mask = image[::-1], mask[::-1]
+    low, high = config.scale
+    if high > low or low != 1:
+        image, mask = _zoom(
+            np.ascontiguousarray(image),
+            np.ascontiguousarray(mask),
+            float(rng.uniform(low, high)),
+            rng,
+        )
+    if config.color_jitter > 0:
+        image = _jitter(np.asarray(image), config.color_jitter, rng)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)

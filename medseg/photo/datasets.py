@@ -1,0 +1,259 @@
+"""Readers for photo segmentation datasets stored as image + mask-PNG pairs.
+
+Supported layouts (see ``../shared/data/*/SOURCE.md``):
+
+* FUSeg / Medetec: ``<root>/train/images/<name>.png`` + ``<root>/train/labels/<name>.png``
+  (FUSeg masks are RGB {0, 255}, Medetec masks are RGB {0, 1});
+* ISIC 2017 (and the ``isic2017_train_256`` / ``isic_skin_lesion_768`` copies):
+  ``<root>/images/<id>.jpg`` + ``<root>/masks/<id>_segmentation.png``;
+* HAM10000: ``<root>/images/<id>.jpg`` + ``<root>/masks/<id>.png``.
+
+Any non-zero mask value is foreground, so 0/1 and 0/255 masks (greyscale or RGB) both work.
+EXIF orientation is applied to every photo and mask (:func:`PIL.ImageOps.exif_transpose`), so
+arrays are in the orientation a viewer shows. Connected components (8-connectivity) of a mask
+become Mask R-CNN instances. Splits keep a photo series on one side: a name ``<series>-<n>``
+whose series part ends in a digit (Medetec ``foot-ulcer1-3`` -> ``foot-ulcer1``) is a series;
+every other photo is its own group (the sources give no patient ids).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, ImageOps, UnidentifiedImageError
+from scipy import ndimage
+
+from medseg.errors import InputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "PhotoPair",
+    "find_pairs",
+    "group_of",
+    "instances_from_mask",
+    "read_mask",
+    "read_photo",
+    "split_pairs",
+]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+_SERIES = re.compile(r"^(?P<series>.*\d)-(?P<index>\d+)$")
+
+
+@dataclass(frozen=True)
+class PhotoPair:
+    """One photo and its reference mask.
+
+    Attributes
+    ----------
+    image
+        Path of the photo.
+    mask
+        Path of the mask PNG.
+    group
+        Series/patient key; pairs sharing it always go to the same side of a split.
+    """
+
+    image: Path
+    mask: Path
+    group: str
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.is_file():
+        raise InputError(f"photo {path} does not exist; pass an existing image file.")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(
+            f"cannot read {path} as an image ({type(exc).__name__}: {exc}); expected a PNG, "
+            f"JPEG, TIFF or BMP photo. Re-export the file or remove it from the inputs."
+        ) from exc
+    transposed = ImageOps.exif_transpose(image)
+    return transposed if transposed is not None else image
+
+
+def read_photo(path: str | Path) -> npt.NDArray[np.uint8]:
+    """Read a photo as RGB, in its displayed (EXIF-corrected) orientation.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, shape (rows, columns, 3).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or non-image file.
+    """
+    image = _open(Path(path))
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+
+
+def read_mask(path: str | Path) -> npt.NDArray[np.bool_]:
+    """Read a mask PNG (0/1 or 0/255, greyscale or RGB) as a boolean array (rows, columns).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt or non-image file.
+    """
+    array = np.asarray(_open(Path(path)))
+    if array.ndim == 3:
+        array = array[..., :3].max(axis=2) if array.shape[2] != 2 else array[..., 0]
+    return np.asarray(array > 0)
+
+
+def instances_from_mask(
+    mask: npt.NDArray[np.bool_], *, min_area_px: int = 1
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float32]]:
+    """Split a binary mask into connected components (8-connectivity).
+
+    Parameters
+    ----------
+    mask
+        Boolean array (rows, columns).
+    min_area_px
+        Components smaller than this many pixels are dropped.
+
+    Returns
+    -------
+    masks, boxes
+        ``masks`` bool (n, rows, columns); ``boxes`` float32 (n, 4) as ``x0, y0, x1, y1`` in
+        pixel-edge coordinates (``x1 = last column + 1``), torchvision's convention.
+
+    Examples
+    --------
+    >>> m = np.zeros((6, 8), bool); m[1:3, 1:3] = True; m[4:6, 5:8] = True
+    >>> masks, boxes = instances_from_mask(m)
+    >>> masks.shape, boxes.tolist()
+    ((2, 6, 8), [[1.0, 1.0, 3.0, 3.0], [5.0, 4.0, 8.0, 6.0]])
+    """
+    labels, _ = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    out_masks: list[npt.NDArray[np.bool_]] = []
+    out_boxes: list[list[float]] = []
+    for index, region in enumerate(ndimage.find_objects(labels), start=1):
+        if region is None:
+            continue
+        component = labels == index
+        if int(component.sum()) < min_area_px:
+            continue
+        rows, cols = region
+        out_masks.append(component)
+        out_boxes.append([cols.start, rows.start, cols.stop, rows.stop])
+    if not out_masks:
+        return np.zeros((0, *mask.shape), dtype=bool), np.zeros((0, 4), dtype=np.float32)
+    return np.stack(out_masks), np.asarray(out_boxes, dtype=np.float32)
+
+
+def group_of(stem: str) -> str:
+    """Series key of a photo name (see the module docstring).
+
+    >>> group_of("foot-ulcer1-3"), group_of("foot-ulcer-2-10"), group_of("foot-ulcer-0027")
+    ('foot-ulcer1', 'foot-ulcer-2', 'foot-ulcer-0027')
+    """
+    match = _SERIES.match(stem)
+    return match.group("series") if match else stem
+
+
+def _mask_for(image: Path, mask_dir: Path) -> Path | None:
+    for name in (f"{image.stem}_segmentation.png", f"{image.stem}.png"):
+        candidate = mask_dir / name
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_pairs(root: str | Path) -> list[PhotoPair]:
+    """Find image/mask pairs under a dataset folder (layouts in the module docstring).
+
+    Parameters
+    ----------
+    root
+        Dataset folder (e.g. ``shared/data/fuseg_wound``), or directly the folder holding
+        ``images`` and ``labels``/``masks``.
+
+    Returns
+    -------
+    list of PhotoPair
+        Sorted by image name; group keys are prefixed by the dataset folder name.
+
+    Raises
+    ------
+    InputError
+        No recognised layout, or an image without a mask.
+    """
+    root = Path(root)
+    for base in (root / "train", root):
+        image_dir = base / "images"
+        mask_dir = next((base / d for d in ("labels", "masks") if (base / d).is_dir()), None)
+        if image_dir.is_dir() and mask_dir is not None:
+            break
+    else:
+        raise InputError(
+            f"{root}: no images/ + labels/ (or masks/) folder found; expected the FUSeg, "
+            "Medetec, ISIC 2017 or HAM10000 layout (see medseg.photo.datasets)."
+        )
+    pairs: list[PhotoPair] = []
+    missing: list[str] = []
+    for image in sorted(image_dir.iterdir()):
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        mask = _mask_for(image, mask_dir)
+        if mask is None:
+            missing.append(image.name)
+            continue
+        pairs.append(PhotoPair(image, mask, f"{root.name}/{group_of(image.stem)}"))
+    if missing:
+        raise InputError(
+            f"{root}: {len(missing)} image(s) without a mask in {mask_dir} (first: {missing[0]}); "
+            "expected <name>.png or <name>_segmentation.png."
+        )
+    if not pairs:
+        raise InputError(f"{root}: no image files in {image_dir}.")
+    return pairs
+
+
+def split_pairs(
+    pairs: Sequence[PhotoPair], *, holdout_fraction: float = 0.2, seed: int = 0, fold: int = 0
+) -> tuple[list[PhotoPair], list[PhotoPair]]:
+    """Split pairs by group into (train, held-out) without a group on both sides.
+
+    Groups are shuffled with ``seed`` and cut into ``round(1 / holdout_fraction)`` folds of
+    near-equal photo count; fold ``fold`` is held out (so folds 0..k-1 give a cross-validation).
+
+    >>> ps = [PhotoPair(Path(f"{g}-{i}.png"), Path("m.png"), g) for g in "abcde" for i in range(2)]
+    >>> train, held = split_pairs(ps, holdout_fraction=0.2)
+    >>> len(train), len(held), {p.group for p in train} & {p.group for p in held}
+    (8, 2, set())
+    """
+    if not 0 < holdout_fraction < 1:
+        raise InputError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}.")
+    n_folds = max(2, round(1 / holdout_fraction))
+    if not 0 <= fold < n_folds:
+        raise InputError(f"fold must be in 0..{n_folds - 1}, got {fold}.")
+    groups: dict[str, list[PhotoPair]] = {}
+    for pair in pairs:
+        groups.setdefault(pair.group, []).append(pair)
+    keys = sorted(groups)
+    random.Random(seed).shuffle(keys)
+    # Greedy: assign each group to the currently smallest fold (largest groups first).
+    keys.sort(key=lambda k: -len(groups[k]))
+    sizes = [0] * n_folds
+    assignment: dict[str, int] = {}
+    for key in keys:
+        target = sizes.index(min(sizes))
+        assignment[key] = target
+        sizes[target] += len(groups[key])
+    train = [p for p in pairs if assignment[p.group] != fold]
+    held = [p for p in pairs if assignment[p.group] == fold]
+    return train, held

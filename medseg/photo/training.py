@@ -1,0 +1,347 @@
+"""Train a photo Mask R-CNN from a YAML config: augmentation, checkpoints, resume, CSV log.
+
+Outputs in ``output_dir``: ``config.json`` (resolved config + versions), ``split.json`` (the
+train / held-out photo lists), ``log.csv`` (one row per epoch: losses, learning rate, held-out
+Dice/Jaccard, seconds), ``learning_curve.png``, ``last.pt`` (resumable: model, optimizer,
+epoch) and, at the end, ``final.pt`` (float16 weights + spec + metrics; what ``--model PATH``
+and the shipped ``medseg/weights/*.pt`` files are).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torchvision
+import yaml
+
+from medseg.errors import ConfigError
+from medseg.photo.augment import AugmentConfig, augment_pair, resize_pair
+from medseg.photo.checkpoint import read_checkpoint, save_checkpoint
+from medseg.photo.datasets import (
+    PhotoPair,
+    find_pairs,
+    instances_from_mask,
+    read_mask,
+    read_photo,
+    split_pairs,
+)
+from medseg.photo.evaluate import dice_jaccard
+from medseg.photo.inference import predict_array, select_device
+from medseg.photo.models import ModelSpec, build_maskrcnn
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["TrainConfig", "load_train_config", "train"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A training run (YAML keys = field names; unknown keys are an error).
+
+    ``datasets`` are folder names under ``data_root`` (relative paths resolve against the YAML
+    file's folder). ``max_minutes`` stops early (after a checkpoint) when the wall clock runs out.
+    """
+
+    name: str
+    datasets: tuple[str, ...]
+    data_root: str = "../../shared/data"
+    output_dir: str = "runs/photo"
+    architecture: str = "mobilenet_v3_fpn"
+    class_name: str = "object"
+    image_size: int = 256
+    batch_size: int = 4
+    epochs: int = 30
+    learning_rate: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_iterations: int = 100
+    grad_clip: float = 10.0
+    holdout_fraction: float = 0.2
+    fold: int = 0
+    seed: int = 0
+    score_threshold: float = 0.5
+    min_instance_area_px: int = 16
+    max_minutes: float | None = None
+    weights: str | None = None
+    device: str = "auto"
+    num_threads: int = 1
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
+    """Read a :class:`TrainConfig` from YAML; ``overrides`` (not None) replace keys.
+
+    Raises
+    ------
+    ConfigError
+        Unreadable YAML, unknown keys, missing required keys or bad values.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read training config {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level.")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in fields(TrainConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {unknown}; allowed: {sorted(known)}.")
+    aug = data.pop("augment", {}) or {}
+    aug_known = {f.name for f in fields(AugmentConfig)}
+    if set(aug) - aug_known:
+        raise ConfigError(f"{path}: unknown augment key(s) {sorted(set(aug) - aug_known)}.")
+    if "scale" in aug:
+        aug["scale"] = tuple(float(v) for v in aug["scale"])
+    for key in ("name", "datasets"):
+        if key not in data:
+            raise ConfigError(f"{path}: missing required key {key!r}.")
+    data["datasets"] = tuple(data["datasets"])
+    base = path.resolve().parent
+    for key in ("data_root", "output_dir", "weights"):
+        if data.get(key) is not None and not Path(data[key]).is_absolute():
+            data[key] = str((base / data[key]).resolve()) if key != "output_dir" else data[key]
+    try:
+        config = TrainConfig(**data, augment=AugmentConfig(**aug))
+    except TypeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if config.image_size < 64 or config.batch_size < 1 or config.epochs < 1:
+        raise ConfigError(f"{path}: image_size >= 64, batch_size >= 1 and epochs >= 1 required.")
+    return config
+
+
+def _load_arrays(
+    pairs: list[PhotoPair], size: int
+) -> list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]]:
+    """Photos + masks resized so the shorter side is ``size`` (aspect kept)."""
+    out = []
+    for pair in pairs:
+        image, mask = read_photo(pair.image), read_mask(pair.mask)
+        scale = size / min(mask.shape)
+        shape = (round(mask.shape[0] * scale), round(mask.shape[1] * scale))
+        out.append(resize_pair(image, mask, shape))
+    return out
+
+
+def _target(mask: npt.NDArray[np.bool_], min_area: int) -> dict[str, torch.Tensor]:
+    masks, boxes = instances_from_mask(mask, min_area_px=min_area)
+    return {
+        "boxes": torch.from_numpy(boxes).reshape(-1, 4),
+        "labels": torch.ones(len(boxes), dtype=torch.int64),
+        "masks": torch.from_numpy(masks.astype(np.uint8)),
+    }
+
+
+def _lr_factor(iteration: int, total: int, warmup: int) -> float:
+    if iteration < warmup:
+        return 0.001 + (1 - 0.001) * iteration / max(1, warmup)
+    progress = (iteration - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _evaluate(model: torch.nn.Module, data: list, threshold: float) -> tuple[float, float]:
+    scores = [
+        dice_jaccard(predict_array(model, im, score_threshold=threshold).mask, m) for im, m in data
+    ]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def _plot(log_path: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with log_path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax[0].plot(epochs, [float(r["loss"]) for r in rows], label="train loss")
+    ax[0].plot(epochs, [float(r["loss_mask"]) for r in rows], label="mask loss")
+    ax[0].set_xlabel("epoch")
+    ax[0].legend()
+    ax[1].plot(epochs, [float(r["val_dice"]) for r in rows], label="held-out Dice")
+    ax[1].plot(epochs, [float(r["val_jaccard"]) for r in rows], label="held-out Jaccard")
+    ax[1].set_xlabel("epoch")
+    ax[1].set_ylim(0, 1)
+    ax[1].legend()
+    fig.tight_layout()
+    tmp = png.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    tmp.replace(png)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    tmp.replace(path)
+
+
+def train(config: TrainConfig, *, resume: bool = False) -> Path:
+    """Run (or resume) training; returns the path of ``final.pt``.
+
+    Raises
+    ------
+    ConfigError, InputError, ModelError
+        Bad config, unreadable data or weights.
+    """
+    torch.set_num_threads(config.num_threads)
+    torch.manual_seed(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = select_device(config.device)
+    pairs = [p for d in config.datasets for p in find_pairs(Path(config.data_root) / d)]
+    train_pairs, held = split_pairs(
+        pairs, holdout_fraction=config.holdout_fraction, seed=config.seed, fold=config.fold
+    )
+    _write_json(
+        out / "split.json",
+        {"train": [str(p.image) for p in train_pairs], "held_out": [str(p.image) for p in held]},
+    )
+    _write_json(
+        out / "config.json",
+        {
+            "config": asdict(config),
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": platform.python_version(),
+        },
+    )
+    logger.info("%d training / %d held-out photos", len(train_pairs), len(held))
+    train_data = _load_arrays(train_pairs, config.image_size)
+    held_data = _load_arrays(held, config.image_size)
+    spec = ModelSpec(config.architecture, 2, config.image_size, (config.class_name,))
+    model = build_maskrcnn(
+        spec.architecture, num_classes=2, image_size=spec.image_size, weights=config.weights
+    ).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(
+        params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+    steps_per_epoch = max(1, len(train_data) // config.batch_size)
+    total = steps_per_epoch * config.epochs
+    start_epoch, iteration = 0, 0
+    log_path = out / "log.csv"
+    if resume and (out / "last.pt").is_file():
+        state = read_checkpoint(out / "last.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
+        logger.info("resumed from epoch %d", start_epoch)
+    elif log_path.exists():
+        log_path.unlink()
+    rng = np.random.default_rng(config.seed + start_epoch)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    started = time.monotonic()
+    for epoch in range(start_epoch, config.epochs):
+        model.train()
+        t0 = time.monotonic()
+        sums: dict[str, float] = {}
+        order = rng.permutation(len(train_data))
+        for step in range(steps_per_epoch):
+            batch = [
+                train_data[i]
+                for i in order[step * config.batch_size : (step + 1) * config.batch_size]
+            ]
+            images, targets = [], []
+            for raw_image, raw_mask in batch:
+                image, mask = augment_pair(raw_image, raw_mask, config.augment, rng)
+                images.append(torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device))
+                targets.append(
+                    {k: v.to(device) for k, v in _target(mask, config.min_instance_area_px).items()}
+                )
+            for group in optimizer.param_groups:
+                group["lr"] = config.learning_rate * _lr_factor(
+                    iteration, total, config.warmup_iterations
+                )
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                losses = model(images, targets)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                logger.warning("non-finite loss at iteration %d; batch skipped", iteration)
+                optimizer.zero_grad()
+                iteration += 1
+                continue
+            optimizer.zero_grad()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            iteration += 1
+            for key, value in losses.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+            sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        val_dice, val_jac = (
+            _evaluate(model, held_data, config.score_threshold)
+            if held_data
+            else (float("nan"),) * 2
+        )
+        row = {
+            "epoch": epoch + 1,
+            "iteration": iteration,
+            "lr": optimizer.param_groups[0]["lr"],
+            **{k: round(v / steps_per_epoch, 5) for k, v in sums.items()},
+            "val_dice": round(val_dice, 4),
+            "val_jaccard": round(val_jac, 4),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+        new = not log_path.exists()
+        with log_path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        logger.info("epoch %d: %s", epoch + 1, row)
+        save_checkpoint(
+            out / "last.pt",
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "spec": spec.to_dict(),
+                "epoch": epoch + 1,
+                "iteration": iteration,
+                "config": asdict(config),
+            },
+        )
+        _plot(log_path, out / "learning_curve.png")
+        if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
+            logger.warning(
+                "max_minutes=%s reached after epoch %d; stopping", config.max_minutes, epoch + 1
+            )
+            break
+    with log_path.open() as fh:
+        last = list(csv.DictReader(fh))[-1]
+    metrics = {
+        "held_out_dice": float(last["val_dice"]),
+        "held_out_jaccard": float(last["val_jaccard"]),
+        "epochs_trained": int(last["epoch"]),
+        "n_train": len(train_pairs),
+        "n_held_out": len(held),
+        "note": "in-training evaluation at the training resolution; see the model card",
+    }
+    return save_checkpoint(
+        out / "final.pt",
+        {
+            "model": model.state_dict(),
+            "spec": spec.to_dict(),
+            "config": asdict(config),
+            "metrics": metrics,
+        },
+        half=True,
+    )

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from medseg.errors import ConfigError
+from medseg.photo.checkpoint import load_photo_model, read_checkpoint
+from medseg.photo.training import load_train_config, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_configs_load() -> None:
+    for name in ("wound_maskrcnn.yaml", "skin_lesion_maskrcnn.yaml"):
+        config = load_train_config(REPO / "pipelines" / name)
+        assert config.weights is None and config.architecture == "mobilenet_v3_fpn"
+        assert Path(config.data_root).is_dir()
+
+
+def test_unknown_key_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("name: x\ndatasets: [a]\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_train_config(path)
+
+
+@pytest.mark.slow
+def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: Path) -> None:
+    config = load_train_config(
+        REPO / "pipelines" / "wound_maskrcnn.yaml",
+        datasets=["medetec_wound"],
+        data_root=str(shared_data),
+        output_dir=str(tmp_path / "run"),
+        image_size=64,
+        batch_size=4,
+        epochs=1,
+        warmup_iterations=2,
+    )
+    final = train(config)
+    run = tmp_path / "run"
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 1 and int(rows[0]["iteration"]) == 3  # 12 training photos / 4
+    assert float(rows[0]["loss"]) > 0 and 0 <= float(rows[0]["val_dice"]) <= 1
+    assert (run / "learning_curve.png").stat().st_size > 1000
+    _, spec, ckpt = load_photo_model(final)
+    assert spec.image_size == 64 and spec.class_names == ("wound",)
+    assert ckpt["metrics"]["n_train"] == 12 and ckpt["metrics"]["n_held_out"] == 6
+    assert read_checkpoint(run / "last.pt")["epoch"] == 1
+    # resume with one more epoch continues from the checkpoint
+    more = load_train_config(
+        REPO / "pipelines" / "wound_maskrcnn.yaml",
+        datasets=["medetec_wound"],
+        data_root=str(shared_data),
+        output_dir=str(run),
+        image_size=64,
+        batch_size=4,
+        epochs=2,
+        warmup_iterations=2,
+    )
+    train(more, resume=True)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[1]["iteration"]) == 6
