@@ -1,0 +1,88 @@
+"""Seconds per 512x512 photo on CPU: shipped photo models vs torchvision's ResNet-50-FPN Mask R-CNN.
+
+Same process, same photo (a real FUSeg wound photo, 512x512), same thread count. The peer is
+``torchvision.models.detection.maskrcnn_resnet50_fpn(weights=None, weights_backbone=None)``
+(random weights: its speed does not depend on them, and nothing may be downloaded here), run at
+its default ``min_size=800`` and also at the shipped models' input size for a like-for-like
+comparison. Prints one line per model and the ratio peer / ours.
+
+    .venv/bin/python benchmarks/photo.py [--threads 1] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torchvision.models.detection import maskrcnn_resnet50_fpn
+
+from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model
+from medseg.photo.datasets import read_photo
+
+REPO = Path(__file__).resolve().parents[1]
+PHOTO = REPO.parent / "shared" / "data" / "fuseg_wound" / "train" / "images" / "0011.png"
+
+
+@torch.no_grad()
+def seconds_per_photo(model: torch.nn.Module, image: torch.Tensor, repeats: int) -> float:
+    """Median wall-clock seconds of one forward pass (after one warm-up)."""
+    model.eval()
+    model([image])
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model([image])
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    image = torch.from_numpy(read_photo(PHOTO).copy()).permute(2, 0, 1).float().div(255)
+    shape = tuple(image.shape[1:])
+    print(f"photo {PHOTO.name} {shape}, threads={args.threads}, repeats={args.repeats}")
+    results: dict[str, float] = {}
+    sizes = set()
+    for name in ("wound", "lesion"):
+        if not (WEIGHTS_DIR / f"{name}.pt").is_file():
+            print(f"{name}: not shipped, skipped")
+            continue
+        model, spec, _ = load_photo_model(name)
+        sizes.add(spec.image_size)
+        results[f"{name} ({spec.architecture}, {spec.image_size}px)"] = seconds_per_photo(
+            model, image, args.repeats
+        )
+    peer_default = maskrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=2)
+    results["torchvision maskrcnn_resnet50_fpn (800px default)"] = seconds_per_photo(
+        peer_default, image, args.repeats
+    )
+    for size in sorted(sizes):
+        peer = maskrcnn_resnet50_fpn(
+            weights=None,
+            weights_backbone=None,
+            num_classes=2,
+            min_size=size,
+            max_size=round(size * 1.5),
+        )
+        results[f"torchvision maskrcnn_resnet50_fpn ({size}px)"] = seconds_per_photo(
+            peer, image, args.repeats
+        )
+    for name, seconds in results.items():
+        print(f"{name:<55} {seconds:7.3f} s/photo")
+    ours = [v for k, v in results.items() if not k.startswith("torchvision")]
+    if ours:
+        fastest = min(ours)
+        for name, seconds in results.items():
+            if name.startswith("torchvision"):
+                print(f"ratio {name} / shipped model: {seconds / fastest:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
