@@ -102,8 +102,10 @@ def is_mask_folder(path: str | os.PathLike[str]) -> bool:
     """True for a folder of per-organ masks (see module docstring for the layouts).
 
     A plain folder qualifies when it holds at least one mask file, no sub-folders with mask
-    files, and all its files share one grid by header (size, spacing, origin, direction); a
-    folder of label maps of different patients (a batch folder) has differing grids.
+    files, all its files share one grid by header (size, spacing, origin, direction) and the
+    first file is binary. A folder of label maps of different patients (a batch folder) has
+    differing grids or multi-label files; a batch of single-organ maps on one shared grid is
+    indistinguishable and needs ``medseg evaluate --batch``.
     """
     p = Path(path)
     if not p.is_dir():
@@ -117,7 +119,21 @@ def is_mask_folder(path: str | os.PathLike[str]) -> bool:
     if any(d.is_dir() and _mask_files(_resolve(d)) for d in p.iterdir()):
         return False
     geometries = {_header_geometry(f) for f in files}
-    return None not in geometries and len(geometries) == 1
+    if None in geometries or len(geometries) != 1:
+        return False
+    return _is_binary_file(files[0])
+
+
+def _is_binary_file(f: Path) -> bool:
+    """True when the image holds at most one non-zero value (a mask, not a label map)."""
+    from medseg.io.image_files import read_image_file
+
+    try:
+        arr = read_image_file(f).array
+    except InputError:
+        return False
+    top = arr.max()
+    return bool(top == 0 or np.count_nonzero(arr) == np.count_nonzero(arr == top))
 
 
 def read_mask_folder(path: str | os.PathLike[str]) -> MaskSet:

@@ -75,12 +75,11 @@ def summarize(results: Sequence[CaseResult]) -> dict[str, dict[str, Any]]:
             stats["mean"][m] = float(np.mean(vals))
             stats["median"][m] = float(np.median(vals))
             stats["std"][m] = float(np.std(vals))
-        first_metric = metrics[0] if metrics else "dice"
         out[display[key]] = {
             **stats,
-            "n": sum(1 for _, v, _ in rows if v.get(first_metric) is not None),
+            "n": sum(1 for _, v, _ in rows if v.get("dice") is not None),
             "n_missed": sum(1 for _, _, missed in rows if missed),
-            "n_excluded": sum(1 for _, v, _ in rows if v.get(first_metric) is None),
+            "n_excluded": sum(1 for _, v, _ in rows if v.get("dice") is None),
         }
     return out
 
