@@ -134,3 +134,42 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice coefficient of two boolean arrays (1.0 when both are empty)."""
     s = int(a.sum()) + int(b.sum())
     return 1.0 if s == 0 else 2.0 * int(np.logical_and(a, b).sum()) / s
+
+
+def repaired_copy(folder: Path, out: Path) -> Path:
+    """Copy a series whose datasets lost their UIDs (the TotalSegmentator example), filling them.
+
+    SOPInstanceUID/SOPClassUID come from the file meta; Study/Series UIDs are derived
+    deterministically from the frame of reference. Pixel data are copied untouched.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    for p in sorted(Path(folder).iterdir()):
+        ds = pydicom.dcmread(p)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+        for_uid = str(ds.FrameOfReferenceUID)
+        ds.StudyInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["study", for_uid])
+        ds.SeriesInstanceUID = pydicom.uid.generate_uid(entropy_srcs=["series", for_uid])
+        ds.save_as(out / p.name, enforce_file_format=True)
+    return out
+
+
+def dciodvfy(path: Path) -> tuple[list[str], list[str]]:
+    """Run dicom3tools' validator; return (error lines, warning lines)."""
+    import shutil
+    import subprocess
+
+    exe = shutil.which("dciodvfy")
+    if exe is None:
+        raise RuntimeError(
+            "dciodvfy not found: install Debian's dicom3tools (make system-deps, as root)."
+        )
+    res = subprocess.run([exe, str(path)], capture_output=True, text=True, check=False)
+    lines = (res.stdout + res.stderr).splitlines()
+    return [x for x in lines if x.startswith("Error")], [x for x in lines if x.startswith("Warn")]
+
+
+def centroid_mm(mask: np.ndarray, volume: Volume) -> np.ndarray:
+    """LPS centroid of a mask in mm."""
+    idx = np.argwhere(mask)
+    return volume.world_coordinates(idx.mean(axis=0))[0]

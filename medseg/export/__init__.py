@@ -8,7 +8,8 @@ hole representation, overlap policy on reading) are in ``docs/dicom-conformance.
 
 from __future__ import annotations
 
+from medseg.export._common import match_reference_grid
 from medseg.export.rtstruct import write_rtstruct
 from medseg.export.seg import write_dicom_seg
 
-__all__ = ["write_dicom_seg", "write_rtstruct"]
+__all__ = ["match_reference_grid", "write_dicom_seg", "write_rtstruct"]

@@ -8,8 +8,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.uid import UID
 
 from medseg.errors import ExportError, GeometryError
 from medseg.volume import DicomSource, LabelVolume, Volume
@@ -61,6 +63,19 @@ def check_inputs(labels: LabelVolume, source: Volume, what: str) -> DicomSource:
             f"reference series grid {source!r} (origin {source.origin_mm}). Resample the labels "
             "onto the reference grid first (medseg.preprocess.resample_to_grid, order=0)."
         )
+    for what_uid, uid in (
+        ("StudyInstanceUID", ref.study_instance_uid),
+        ("SeriesInstanceUID", ref.series_instance_uid),
+        ("FrameOfReferenceUID", ref.frame_of_reference_uid),
+        ("SOPClassUID", ref.sop_class_uid),
+        *(("SOPInstanceUID", u) for u in ref.sop_instance_uids),
+    ):
+        if not UID(uid).is_valid:
+            raise ExportError(
+                f"{what}: the reference series has an empty or invalid {what_uid} ({uid!r}), so "
+                "the output could not reference it and no system would accept it. Repair the "
+                "source series' UIDs (e.g. re-export it from the PACS) before exporting."
+            )
     return ref
 
 
@@ -78,9 +93,12 @@ def read_source_headers(ref: DicomSource, *, all_slices: bool) -> list[Dataset]:
     out: list[Dataset] = []
     for f in files:
         try:
-            out.append(pydicom.dcmread(f, stop_before_pixels=True))
+            ds = pydicom.dcmread(f, stop_before_pixels=True)
         except (OSError, pydicom.errors.InvalidDicomError) as exc:
             raise ExportError(f"{f}: cannot read the source DICOM header ({exc}).") from exc
+        if "SpecificCharacterSet" in ds and not ds.SpecificCharacterSet:
+            del ds.SpecificCharacterSet  # empty means the default repertoire
+        out.append(ds)
     return out
 
 
@@ -107,3 +125,37 @@ def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def match_reference_grid(labels: LabelVolume, reference: Volume) -> LabelVolume:
+    """Return ``labels`` on ``reference``'s grid when that needs no interpolation.
+
+    Labels already on the grid are returned unchanged; labels whose grid holds the same voxel
+    centres in another axis order or direction (e.g. a NIfTI in RAS/LAS of a DICOM series) are
+    permuted/flipped exactly. Any other grid raises :class:`GeometryError` (nearest-neighbour
+    resampling changes the structures; do it explicitly with
+    :func:`medseg.preprocess.resample_to_grid` if intended).
+    """
+    if labels.volume.same_grid(reference, tolerance_mm=1e-2):
+        return labels
+    m = np.linalg.inv(labels.affine) @ reference.affine
+    lin = m[:3, :3]
+    exact = np.allclose(lin, np.rint(lin), atol=1e-3) and np.allclose(
+        m[:3, 3], np.rint(m[:3, 3]), atol=1e-2
+    )
+    perm = np.rint(np.abs(lin)).astype(int)
+    if exact and (perm.sum(axis=0) == 1).all() and (perm.sum(axis=1) == 1).all():
+        k, r, c = (np.arange(n) for n in reference.shape)
+        idx = np.stack(np.meshgrid(k, r, c, indexing="ij"), axis=-1).reshape(-1, 3)
+        src = np.rint(idx @ lin.T + m[:3, 3]).astype(np.int64)
+        inside = ((src >= 0) & (src < np.asarray(labels.volume.shape))).all(axis=1)
+        if inside.all():
+            arr = labels.array[src[:, 0], src[:, 1], src[:, 2]].reshape(reference.shape)
+            volume = Volume(arr, reference.affine.copy(), modality=labels.volume.modality)
+            return LabelVolume(volume, labels.label_map, labels.warnings)
+    raise GeometryError(
+        f"labels grid {labels.volume!r} (origin {labels.volume.origin_mm}) does not hold the "
+        f"voxel centres of the reference series {reference!r} (origin {reference.origin_mm}). "
+        "Resample the labels onto the reference grid first (medseg.preprocess.resample_to_grid, "
+        "order=0) or give the labels that were made on this series."
+    )

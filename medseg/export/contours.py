@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 from skimage.draw import polygon as _polygon_pixels
-from skimage.measure import approximate_polygon, find_contours
+from skimage.measure import find_contours
 
 __all__ = ["MIN_AREA_PX", "fill_even_odd", "mask_to_contours", "polygon_area"]
 
@@ -72,13 +72,27 @@ def mask_to_contours(
     padded = np.pad(m, 1).astype(np.float32)
     out = []
     for c in find_contours(padded, 0.5):
-        pts = approximate_polygon(c, tolerance=0.05) - 1.0
-        if len(pts) > 1 and np.allclose(pts[0], pts[-1]):
-            pts = pts[:-1]
+        pts = _drop_collinear(c[:-1] if len(c) > 1 and np.array_equal(c[0], c[-1]) else c) - 1.0
         if len(pts) < 3 or abs(polygon_area(pts)) < min_area_px:
             continue
         out.append(np.ascontiguousarray(pts, dtype=np.float64))
     return out
+
+
+def _drop_collinear(pts: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """Remove vertices of a closed polygon that lie on a straight run (vectorised).
+
+    Marching-squares vertices sit on a half-pixel lattice, so steps are compared after rounding
+    to 1e-6 pixel.
+    """
+    if len(pts) < 4:
+        return pts
+    step_in = np.round(pts - np.roll(pts, 1, axis=0), 6)
+    step_out = np.round(np.roll(pts, -1, axis=0) - pts, 6)
+    cross = step_in[:, 0] * step_out[:, 1] - step_in[:, 1] * step_out[:, 0]
+    dot = (step_in * step_out).sum(axis=1)
+    keep = ~((np.abs(cross) < 1e-9) & (dot > 0))
+    return pts[keep]
 
 
 def fill_even_odd(

@@ -52,7 +52,7 @@ def contour_data_string(points_mm: npt.NDArray[np.float64]) -> bytes:
     Examples
     --------
     >>> contour_data_string(np.array([[19.034504652023315, -0.5, 1e-9]]))
-    b'19.0345\\\\-0.5000\\\\0.0000 '
+    b'19.0345\\\\-0.5000\\\\0.0000'
     """
     flat = np.asarray(points_mm, dtype=np.float64).ravel()
     if not np.all(np.isfinite(flat)) or np.max(np.abs(flat), initial=0.0) >= 1e10:
@@ -68,6 +68,9 @@ def _contour_item(points_mm: npt.NDArray[np.float64], image_ref: Dataset) -> Dat
     item.NumberOfContourPoints = len(points_mm)
     raw = contour_data_string(points_mm)
     item[_CONTOUR_DATA] = RawDataElement(_CONTOUR_DATA, "DS", len(raw), raw, 0, False, True)
+    # Mark the item as already in the output encoding so pydicom writes the raw value as is
+    # (otherwise it parses every coordinate into a DSfloat and back).
+    item.set_original_encoding(False, True, item._character_set)
     return item
 
 
@@ -158,7 +161,7 @@ def write_rtstruct(
 
     Notes
     -----
-    Labels absent from the array still get an ROI (with an empty ContourSequence) so that the
+    Labels absent from the array still get an ROI (without ContourSequence) so that the
     structure list is complete; contour rules are in :mod:`medseg.export.contours`.
     """
     ref = check_inputs(labels, source, "RTSTRUCT export")
@@ -223,7 +226,8 @@ def write_rtstruct(
         contours = _label_contours(arr, entry.id, box, source) if box is not None else []
         rc = Dataset()
         rc.ROIDisplayColor = [int(v) for v in entry.color]
-        rc.ContourSequence = Sequence([_contour_item(p, image_refs[k]) for k, p in contours])
+        if contours:  # Type 3, but must not be empty when present
+            rc.ContourSequence = Sequence([_contour_item(p, image_refs[k]) for k, p in contours])
         rc.ReferencedROINumber = entry.id
         contour_items.append(rc)
         n_contours += len(contours)
@@ -233,7 +237,7 @@ def write_rtstruct(
         obs = Dataset()
         obs.ObservationNumber = n
         obs.ReferencedROINumber = entry.id
-        obs.ROIObservationLabel = entry.name[:64]
+        obs.ROIObservationLabel = entry.name[:16]  # SH
         obs.RTROIInterpretedType = "ORGAN"
         obs.ROIInterpreter = ""
         obs_items.append(obs)
@@ -241,6 +245,7 @@ def write_rtstruct(
     ds.ROIContourSequence = Sequence(contour_items)
     ds.RTROIObservationsSequence = Sequence(obs_items)
     ds.ApprovalStatus = "UNAPPROVED"
+    ds.set_original_encoding(False, True, ds._character_set)
 
     write_atomic(out, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))
     logger.info("wrote RTSTRUCT with %d ROIs and %d contours", len(roi_items), n_contours)
