@@ -30,9 +30,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
-from medseg.errors import GeometryError, InputError
+from medseg.errors import InputError
 from medseg.io.dicom_geometry import (
     SliceGeometry,
     analyze_slices,
@@ -437,15 +436,3 @@ def load_dicom_series(
     return Volume(
         array, affine, modality=group.modality, source=source, provenance=tuple(provenance)
     )
-
-
-def check_volume_grid(volume: Volume) -> npt.NDArray[np.float64]:
-    """World position (LPS mm) of the first voxel of every slice, ``(slices, 3)``.
-
-    Convenience for comparing with each instance's ImagePositionPatient.
-    """
-    k = np.arange(volume.shape[0], dtype=np.float64)
-    idx = np.stack([k, np.zeros_like(k), np.zeros_like(k)], axis=1)
-    if volume.shape[0] == 0:  # pragma: no cover - Volume forbids it
-        raise GeometryError("empty volume")
-    return volume.world_coordinates(idx)
