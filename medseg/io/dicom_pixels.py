@@ -171,10 +171,10 @@ def resample_along_normal(
     Examples
     --------
     >>> import numpy as np
-    >>> a = np.arange(3, dtype=np.float32)[:, None, None] * np.ones((3, 1, 1))
-    >>> out, step = resample_along_normal(a, np.array([0.0, 1.0, 3.0]))
+    >>> a = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((4, 1, 1))
+    >>> out, step = resample_along_normal(a, np.array([0.0, 1.0, 2.0, 4.0]))
     >>> out[:, 0, 0].tolist(), step
-    ([0.0, 1.0, 1.5, 2.0], 1.0)
+    ([0.0, 1.0, 2.0, 2.5, 3.0], 1.0)
     """
     s = np.asarray(positions_mm, dtype=np.float64)
     step = float(np.median(np.diff(s)))

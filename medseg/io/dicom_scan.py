@@ -63,7 +63,7 @@ def uid_hash(uid: str, length: int = 10) -> str:
     Examples
     --------
     >>> uid_hash("1.2.3")
-    '0f4f8b4b9d'
+    'c47f5b18b8'
     >>> len(uid_hash("1.2.3", length=6))
     6
     """
