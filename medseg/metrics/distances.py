@@ -138,13 +138,56 @@ def directed_distances(
     todo = np.flatnonzero(~on_target)
     dist = np.zeros(source.size, dtype=np.float64)
     if todo.size:
-        tree = cKDTree(target.points * scale, leafsize=32, balanced_tree=False, compact_nodes=False)
-        found, _ = tree.query(source.points[todo] * scale, k=1)
-        dist[todo] = found
+        todo_points = np.stack(np.unravel_index(source.flat[todo], source.grid.shape), axis=1)
+        near, left = _neighbourhood_search(todo_points, target.grid, scale)
+        dist[todo] = near
+        if left.size:
+            tree = cKDTree(
+                target.points * scale, leafsize=32, balanced_tree=False, compact_nodes=False
+            )
+            found, _ = tree.query(todo_points[left] * scale, k=1)
+            dist[todo[left]] = found
     # Zero distances first (their order changes only the rounding of cumulative sums), then the
     # positive ones sorted by (distance, weight) as DeepMind does.
     order = np.concatenate([zero, todo[np.lexsort((source.weights[todo], dist[todo]))]])
     return DirectedDistances(dist[order], source.weights[order])
+
+
+_SEARCH_HALF_WIDTH = 3
+
+
+def _neighbourhood_search(
+    points: npt.NDArray[np.int64], grid: npt.NDArray[np.bool_], scale: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.intp]]:
+    """Exact nearest distances found within a small lattice ball; the rest is left to a k-d tree.
+
+    Offsets of the ``(2k+1)³`` block are tried in order of increasing physical length, but only
+    those shorter than ``(k + 1) · min(spacing)``: every lattice vector of that length lies in
+    the block, so the first offset that hits ``grid`` is the exact nearest distance. Returns the
+    distances (NaN where unresolved) and the indices of the unresolved points.
+    """
+    k = _SEARCH_HALF_WIDTH
+    padded = np.pad(grid, k)
+    shape = padded.shape
+    base = np.ravel_multi_index(tuple((points + k).T), shape)
+    rng = np.arange(-k, k + 1)
+    offsets = np.stack(np.meshgrid(rng, rng, rng, indexing="ij"), axis=-1).reshape(-1, 3)
+    lengths = np.sqrt(np.sum((offsets * scale) ** 2, axis=1))
+    keep = (lengths > 0) & (lengths < (k + 1) * float(np.min(scale)) * (1 - 1e-12))
+    offsets, lengths = offsets[keep], lengths[keep]
+    order = np.argsort(lengths, kind="stable")
+    flat_offsets = offsets[order] @ np.array([shape[1] * shape[2], shape[2], 1])
+    flat_grid = padded.ravel()
+    dist = np.full(points.shape[0], np.nan)
+    remaining = np.arange(points.shape[0])
+    for off, length in zip(flat_offsets.tolist(), lengths[order].tolist(), strict=True):
+        hit = flat_grid[base[remaining] + off]
+        if hit.any():
+            dist[remaining[hit]] = length
+            remaining = remaining[~hit]
+            if remaining.size == 0:
+                break
+    return dist, remaining
 
 
 def weighted_percentile(
