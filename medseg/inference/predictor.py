@@ -4,10 +4,11 @@ Pipeline of :meth:`Predictor.predict` (every step keeps exact world geometry):
 
 1. reorient to the model's orientation (axis permutation/flip, no interpolation) and resample
    linearly to the model's spacing (:mod:`medseg.preprocess`);
-2. find the body (largest component above ``body_threshold_hu``) and crop to its box plus a
-   margin, never smaller than one window;
-3. normalise HU with the model's window and run the slab-wise sliding window
-   (:mod:`medseg.inference.sliding_window`), skipping windows that hold only air;
+2. find the body (largest component above ``body_threshold_hu``, its box plus a margin); the
+   windows are placed on the whole model grid (MONAI's placement) and every window without a
+   body voxel is skipped; labels outside the body box are background;
+3. run the slab-wise sliding window (:mod:`medseg.inference.sliding_window`), normalising HU
+   with the model's window one batch of windows at a time;
 4. post-process per organ (:mod:`medseg.inference.postprocessing`) and check laterality;
 5. map the labels back to exactly the input's affine and shape. When no resampling was needed
    this is the exact inverse axis permutation; otherwise it is nearest-neighbour interpolation
@@ -290,20 +291,24 @@ class Predictor:
                 "Give a 3D CT covering the region (a single slice or 2D image cannot be segmented)."
             )
 
-    def _crop_box(self, grid: Volume) -> tuple[slice, slice, slice]:
-        box = body_bounding_box(grid, self.config.body_threshold_hu)
+    def _body_box(self, grid: Volume) -> tuple[slice, slice, slice]:
+        """Body bounding box plus ``body_margin_mm`` (found on a subsampled copy when large)."""
+        step = max(1, int(np.ceil((grid.array.size / 4e6) ** (1.0 / 3.0))))
+        if step > 1:
+            affine = grid.affine.copy()
+            affine[:3, :3] = grid.affine[:3, :3] * step
+            small = Volume(grid.array[::step, ::step, ::step], affine)
+            box = body_bounding_box(small, self.config.body_threshold_hu)
+            box = tuple(  # type: ignore[assignment]
+                slice(max(0, s.start * step - step + 1), min(n, s.stop * step))
+                for s, n in zip(box, grid.shape, strict=True)
+            )
+        else:
+            box = body_bounding_box(grid, self.config.body_threshold_hu)
         out = []
         for i, s in enumerate(box):
-            n = grid.shape[i]
             margin = int(np.ceil(self.config.body_margin_mm / grid.spacing_mm[i]))
-            start, stop = max(0, s.start - margin), min(n, s.stop + margin)
-            roi = self.spec.roi_size[i]
-            if stop - start < roi:  # grow to a full window, centred, inside the volume
-                grow = min(roi, n) - (stop - start)
-                start = max(0, start - grow // 2)
-                stop = min(n, start + min(roi, n))
-                start = stop - min(roi, n)
-            out.append(slice(start, stop))
+            out.append(slice(max(0, s.start - margin), min(grid.shape[i], s.stop + margin)))
         return (out[0], out[1], out[2])
 
     def _empty(self, volume: Volume, warning: str) -> LabelVolume:
@@ -385,30 +390,30 @@ class Predictor:
                 background[0] = 1.0
                 return empty, background
             return empty
-        box = self._crop_box(grid)
-        region = crop(grid, box)
-        image = normalise_hu(region.array, spec.window_hu)
-        air = float(normalise_hu(np.array([-1024.0]), spec.window_hu)[0])
+        box = self._body_box(grid)
+        foreground = np.zeros(grid.shape, dtype=bool)
+        foreground[box] = grid.array[box] > cfg.body_threshold_hu
         timings["preprocess"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
         batch = cfg.batch_size or (4 if self.device.type == "cuda" else 1)
+        window_hu = spec.window_hu
         result = sliding_window_labels(
-            image,
+            grid.array,
             self.model,
             spec.roi_size,
             overlap=cfg.overlap,
             sigma_scale=cfg.sigma_scale,
             batch_size=batch,
-            foreground=foreground[box],
+            foreground=foreground,
             flips=self.flips,
             device=self.device,
             amp=cfg.amp and self.device.type == "cuda",
-            pad_value=air,
+            pad_value=-1024.0,
+            normalise=lambda a: normalise_hu(a, window_hu),
             return_probabilities=return_probabilities,
             progress=progress,
         )
-        del image
         timings["network"] = time.perf_counter() - t1
         self.last_windows = {"run": result.windows_run, "skipped": result.windows_skipped}
 
@@ -420,7 +425,9 @@ class Predictor:
                 f"map names only {len(ids) - 1} labels."
             )
         dtype = np.uint8 if ids.max() < 256 else np.uint16
-        labels = ids.astype(dtype)[result.labels]
+        # organs live inside the body box: labels outside it are background
+        region = crop(Volume(result.labels, grid.affine), box)
+        labels = ids.astype(dtype)[region.array]
         labels, warnings = postprocess_labels(
             labels, region.spacing_mm, cfg.postprocess, self.label_map
         )
@@ -435,7 +442,7 @@ class Predictor:
         label_volume = LabelVolume(vol, self.label_map, tuple(warnings))
         probs: npt.NDArray[np.float16] | None = None
         if return_probabilities and result.probabilities is not None:
-            probs = self._probabilities_to_input(result.probabilities, region, volume)
+            probs = self._probabilities_to_input(result.probabilities, grid, volume)
         timings["resample_back"] = time.perf_counter() - t3
         timings["total"] = time.perf_counter() - t0
         self.last_timings = timings
@@ -473,11 +480,11 @@ class Predictor:
 
     @staticmethod
     def _probabilities_to_input(
-        probs: npt.NDArray[np.float16], region: Volume, volume: Volume
+        probs: npt.NDArray[np.float16], grid: Volume, volume: Volume
     ) -> npt.NDArray[np.float16]:
         out = np.zeros((probs.shape[0], *volume.shape), dtype=np.float16)
         for c in range(probs.shape[0]):
-            channel = Volume(probs[c].astype(np.float32), region.affine)
+            channel = Volume(probs[c].astype(np.float32), grid.affine)
             fill = 1.0 if c == 0 else 0.0
             out[c] = resample_to_grid(channel, volume, order=1, fill_value=fill).array
         return out

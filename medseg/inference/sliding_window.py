@@ -9,7 +9,9 @@ of the model grid) and blends the window logits with a Gaussian importance map, 
   start at slice ``s`` are run, then every slice before the next start ``s'`` can receive no more
   contributions: those slices are arg-maxed into the uint8 output and their accumulator rows are
   recycled. The float accumulator therefore holds ``classes × roi_slices × rows × columns``
-  values instead of ``classes × slices × rows × columns`` (MONAI's full-size output buffer).
+  values (rows/columns: the span of the windows that run) instead of
+  ``classes × slices × rows × columns`` (MONAI's full-size output buffer), and the input is
+  normalised window by window instead of as a float copy of the whole volume.
 * **Skipped windows.** A window whose voxels are all outside ``foreground`` (e.g. air around the
   body) is not run; its voxels get the background class unless another window covers them.
 * **No normalisation for labels.** ``argmax(Σ w·logits / Σ w) == argmax(Σ w·logits)`` because
@@ -177,7 +179,7 @@ class _SlabAccumulator:
         self,
         n_channels: int,
         roi: tuple[int, ...],
-        shape: tuple[int, ...],
+        plane: tuple[slice, slice],
         weight: npt.NDArray[np.float32],
         *,
         device: torch.device,
@@ -186,8 +188,14 @@ class _SlabAccumulator:
         self.n_channels = n_channels
         self.roi = roi
         self.base = 0
+        self.plane = plane  # rows/columns covered by the windows that run
         self.on_cpu = device.type == "cpu"
-        buf_shape = (n_channels, roi[0], *shape[1:])
+        buf_shape = (
+            n_channels,
+            roi[0],
+            plane[0].stop - plane[0].start,
+            plane[1].stop - plane[1].start,
+        )
         if self.on_cpu:
             self.acc: Any = np.zeros(buf_shape, np.float32)
             self.weight: Any = weight
@@ -200,7 +208,7 @@ class _SlabAccumulator:
     def add(self, logits: torch.Tensor, corner: tuple[int, int, int]) -> None:
         """Add one window's ``(C, d, h, w)`` logits times the Gaussian at ``corner``."""
         z0, y0, x0 = corner
-        dz = z0 - self.base
+        dz, y0, x0 = z0 - self.base, y0 - self.plane[0].start, x0 - self.plane[1].start
         region = (
             slice(dz, dz + self.roi[0]),
             slice(y0, y0 + self.roi[1]),
@@ -222,12 +230,13 @@ class _SlabAccumulator:
         if n <= 0:
             return
         part = self.acc[:, :n]
+        where = (slice(self.base, stop), *self.plane)
         if self.on_cpu:
-            labels[self.base : stop] = np.argmax(part, axis=0)
+            labels[where] = np.argmax(part, axis=0)
         else:
-            labels[self.base : stop] = torch.argmax(part, dim=0).cpu().numpy()
+            labels[where] = torch.argmax(part, dim=0).cpu().numpy()
         if probs is not None and self.wsum is not None:
-            probs[:, self.base : stop] = self._softmax(part, self.wsum[:n])
+            probs[(slice(None), *where)] = self._softmax(part, self.wsum[:n])
         keep = self.roi[0] - n
         if keep > 0:
             self.acc[:, :keep] = self.acc[:, n:].copy() if self.on_cpu else self.acc[:, n:].clone()
@@ -260,6 +269,7 @@ def sliding_window_labels(
     device: torch.device | str = "cpu",
     amp: bool = False,
     pad_value: float = 0.0,
+    normalise: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None = None,
     return_probabilities: bool = False,
     progress: ProgressCallback | None = None,
 ) -> SlidingWindowResult:
@@ -268,7 +278,8 @@ def sliding_window_labels(
     Parameters
     ----------
     image
-        ``(slices, rows, columns)`` network input (already normalised), float.
+        ``(slices, rows, columns)`` network input, or raw values when ``normalise`` is given
+        (then each batch of windows is normalised on the fly: no float copy of the volume).
     model
         Callable mapping ``(B, 1, d, h, w)`` float32 tensors to ``(B, C, d, h, w)`` logits; it
         is called under ``torch.inference_mode``.
@@ -283,7 +294,9 @@ def sliding_window_labels(
         Windows per network call.
     foreground
         Boolean mask of ``image``'s shape; windows without any foreground voxel are skipped and
-        their voxels become background (channel 0) unless another window covers them.
+        their voxels become background (channel 0) unless another window covers them. Windows
+        are placed on the whole image (the same windows as MONAI); the accumulator only spans
+        the rows and columns of the windows that run.
     flips
         Axis subsets (of ``0, 1, 2``) to mirror for test-time augmentation; ``((),)`` = none.
     device
@@ -291,7 +304,9 @@ def sliding_window_labels(
     amp
         Run the network under float16 autocast (CUDA); accumulation stays float32.
     pad_value
-        Value for padding axes shorter than the window (normalised air).
+        Value for padding axes shorter than the window, in ``image`` units (air).
+    normalise
+        Optional function applied to each ``(B, d, h, w)`` batch of raw windows.
     return_probabilities
         Also return the blended softmax as a full-size float16 array (costs
         ``channels × voxels × 2`` bytes).
@@ -321,7 +336,8 @@ def sliding_window_labels(
         if foreground is not None:
             foreground = np.pad(foreground, pads, constant_values=False)
     shape = image.shape
-    tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    if normalise is None:
+        image = np.asarray(image, dtype=np.float32)
 
     starts = [window_starts(n, r, overlap) for n, r in zip(shape, roi, strict=True)]
     groups: list[list[tuple[int, int, int]]] = []
@@ -336,6 +352,11 @@ def sliding_window_labels(
                 skipped += 1
         groups.append(group)
     total = sum(len(g) for g in groups)
+    run = [w for g in groups for w in g]
+    plane = (
+        slice(min((w[1] for w in run), default=0), max((w[1] for w in run), default=0) + roi[1]),
+        slice(min((w[2] for w in run), default=0), max((w[2] for w in run), default=0) + roi[2]),
+    )
     weight = gaussian_importance_map(roi, sigma_scale)
 
     labels = np.zeros(shape, dtype=np.uint8)
@@ -348,23 +369,27 @@ def sliding_window_labels(
                 acc.finalize(z, labels, probs)
             for i in range(0, len(group), batch_size):
                 chunk = group[i : i + batch_size]
-                batch = torch.stack(
+                raw = np.stack(
                     [
-                        tensor[z0 : z0 + roi[0], y0 : y0 + roi[1], x0 : x0 + roi[2]]
+                        image[z0 : z0 + roi[0], y0 : y0 + roi[1], x0 : x0 + roi[2]]
                         for z0, y0, x0 in chunk
                     ]
-                )[:, None].to(dev, non_blocking=True)
+                )
+                arr = normalise(raw) if normalise is not None else raw
+                batch = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+                batch = batch[:, None].to(dev, non_blocking=True)
                 logits = _run_batch(model, batch, flips, amp)
                 if acc is None:
                     n_ch = int(logits.shape[1])
                     acc = _SlabAccumulator(
-                        n_ch, roi, shape, weight, device=dev, with_weights=return_probabilities
+                        n_ch, roi, plane, weight, device=dev, with_weights=return_probabilities
                     )
                     acc.base = z
                     if n_ch > 255:
                         labels = labels.astype(np.uint16)
                     if return_probabilities:
                         probs = np.zeros((n_ch, *shape), dtype=np.float16)
+                        probs[0] = 1.0  # voxels no window covers are background
                 elif logits.shape[1] != acc.n_channels:
                     raise ModelError("the network changed its number of output channels.")
                 for corner, out in zip(chunk, logits, strict=True):

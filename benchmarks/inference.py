@@ -1,0 +1,246 @@
+"""Inference benchmark: medseg's Predictor vs MONAI's sliding_window_inference, same network.
+
+Cases (real CT, OpenKBP patient pt_4, HU):
+
+* ``openkbp``: the OpenKBP CT as stored (128³, 2.5 × 3.9 × 3.9 mm), 8-class head.
+* ``large``: the same CT resampled (linear) to 300 × 512 × 512 (1.06 × 0.97 × 0.97 mm), 14-class
+  head: the size of a clinical head-and-neck CT.
+
+Both variants use the same network (MONAI ``UNet`` channels 16..256, strides 2, 2 residual units,
+random weights, seed 0), the same normalisation (window -1000..1000 HU), ROI 96³, overlap 0.5,
+Gaussian blending, batch 1, 2 torch threads. A trained model predicts background in air; a
+random one does not, so the network is wrapped in a fixed rule "input below -500 HU →
+background" (:class:`AirIsBackground`), applied identically in both variants. MONAI is called
+plainly: ``sliding_window_inference(image, roi, 1, net, overlap=0.5, mode="gaussian")`` on the
+whole volume under ``torch.no_grad()``, then ``argmax``. medseg runs ``Predictor.predict`` with
+a spec whose spacing and orientation equal the CT's (so no resampling) and post-processing off.
+
+Every variant runs in a fresh subprocess; peak RSS is that process's ``ru_maxrss`` (it includes
+the interpreter, torch and the input array, the same for both). Labels are compared by the
+mean Dice over the foreground classes.
+
+``--e2e`` also times ``medseg segment`` end to end (subprocess wall time, imports included) on a
+512 × 512 × 150 DICOM series written from the same CT, with the shipped ``hn_oar`` model.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/inference.py --case openkbp --case large --e2e
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+OPENKBP = REPO.parent / "shared" / "data" / "openkbp_hn_ct" / "train-pats" / "pt_4"
+ROI = (96, 96, 96)
+OVERLAP = 0.5
+WINDOW_HU = (-1000.0, 1000.0)
+CLASSES = {"openkbp": 8, "large": 14}
+
+
+def build_net(n_classes: int):  # type: ignore[no-untyped-def]
+    """UNet(16..256) with random weights (seed 0) and the fixed air → background rule."""
+    import torch
+    from monai.networks.nets import UNet
+
+    class AirIsBackground(torch.nn.Module):
+        def __init__(self, net: torch.nn.Module) -> None:
+            super().__init__()
+            self.net = net
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.net(x)
+            air = (x < 0.25).to(y.dtype)  # normalised -500 HU with window (-1000, 1000)
+            return torch.cat([y[:, :1] + 1e4 * air, y[:, 1:]], dim=1)
+
+    torch.manual_seed(0)
+    net = UNet(3, 1, n_classes, (16, 32, 64, 128, 256), (2, 2, 2, 2), num_res_units=2)
+    return AirIsBackground(net).eval()
+
+
+def make_case(case: str, folder: Path) -> tuple[Path, Path]:
+    """Write the case CT (int16 HU, .npy) and its affine; return both paths."""
+    from scipy import ndimage
+
+    sys.path.insert(0, str(REPO))
+    from medseg.io.openkbp import load_openkbp_ct
+
+    ct = load_openkbp_ct(OPENKBP)
+    array, affine = ct.array.astype(np.float32), ct.affine.copy()
+    if case == "large":
+        shape = (300, 512, 512)
+        zoom = [n / o for n, o in zip(shape, array.shape, strict=True)]
+        array = ndimage.zoom(array, zoom, order=1, grid_mode=False)
+        scale = [(o - 1) / (n - 1) for n, o in zip(shape, ct.array.shape, strict=True)]
+        affine[:3, :3] = ct.affine[:3, :3] * np.array(scale)[None, :]
+    img, aff = folder / f"{case}.npy", folder / f"{case}_affine.npy"
+    np.save(img, np.round(array).astype(np.int16))
+    np.save(aff, affine)
+    return img, aff
+
+
+def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
+    """Run one variant in this (fresh) process and write labels + figures."""
+    import torch
+
+    torch.set_num_threads(2)
+    sys.path.insert(0, str(REPO))
+    from medseg.preprocess import normalise_hu
+
+    array = np.load(img)
+    affine = np.load(aff)
+    net = build_net(CLASSES[case])
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    extra: dict[str, object] = {}
+    if variant == "monai":
+        from monai.inferers import sliding_window_inference
+
+        image = torch.from_numpy(normalise_hu(array, WINDOW_HU))[None, None]
+        with torch.no_grad():
+            logits = sliding_window_inference(image, ROI, 1, net, overlap=OVERLAP, mode="gaussian")
+        labels = torch.argmax(logits[0], dim=0).numpy().astype(np.uint8)
+    else:
+        from medseg.inference import InferenceConfig, PostprocessConfig, Predictor
+        from medseg.preprocess import PreprocessingSpec
+        from medseg.volume import LabelMap, Volume
+
+        volume = Volume(array, affine, modality="CT")
+        spacing = volume.spacing_mm
+        spec = PreprocessingSpec(spacing, volume.orientation, WINDOW_HU, ROI)
+        names = LabelMap.from_names([f"organ_{i}" for i in range(1, CLASSES[case])])
+        config = InferenceConfig(
+            overlap=OVERLAP,
+            batch_size=1,
+            postprocess=PostprocessConfig(largest_component=False, fill_holes=False),
+        )
+        predictor = Predictor(net, spec, names, device="cpu", config=config)
+        t0 = time.perf_counter()
+        labels = predictor.predict(volume).volume.array
+        extra = {"windows": predictor.last_windows, "stages_s": predictor.last_timings}
+    seconds = time.perf_counter() - t0
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    np.save(out.with_suffix(".npy"), labels)
+    result = {"seconds": seconds, "peak_rss_mb": rss / 1024, "rss_before_mb": rss_before / 1024}
+    out.with_suffix(".json").write_text(json.dumps({**result, **extra}))
+
+
+def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean Dice over the foreground labels present in either map (1.0 if none)."""
+    values = [v for v in np.union1d(np.unique(a), np.unique(b)) if v != 0]
+    if not values:
+        return 1.0
+    dices = []
+    for v in values:
+        x, y = a == v, b == v
+        dices.append(2.0 * np.sum(x & y) / (np.sum(x) + np.sum(y)))
+    return float(np.mean(dices))
+
+
+def run_case(case: str, folder: Path) -> dict[str, object]:
+    img, aff = make_case(case, folder)
+    shape = np.load(img, mmap_mode="r").shape
+    results: dict[str, dict[str, object]] = {}
+    for variant in ("medseg", "monai"):
+        out = folder / f"{case}_{variant}"
+        cmd = [sys.executable, __file__, "--worker", variant, "--case", case]
+        cmd += ["--img", str(img), "--aff", str(aff), "--out", str(out)]
+        subprocess.run(cmd, check=True)
+        results[variant] = json.loads(out.with_suffix(".json").read_text())
+    ours = np.load(folder / f"{case}_medseg.npy")
+    ref = np.load(folder / f"{case}_monai.npy")
+    m, r = results["medseg"], results["monai"]
+    summary = {
+        "case": case,
+        "shape": list(shape),
+        "classes": CLASSES[case],
+        "medseg": m,
+        "monai": r,
+        "speedup": float(r["seconds"]) / float(m["seconds"]),  # type: ignore[arg-type]
+        "memory_ratio": float(m["peak_rss_mb"]) / float(r["peak_rss_mb"]),  # type: ignore[arg-type]
+        "dice": mean_dice(ours, ref),
+        "voxel_agreement": float(np.mean(ours == ref)),
+    }
+    print(
+        f"[{case}] shape {shape} classes {CLASSES[case]}: "
+        f"medseg {m['seconds']:.1f} s / {m['peak_rss_mb']:.0f} MB "
+        f"(windows {m.get('windows')}); MONAI {r['seconds']:.1f} s / {r['peak_rss_mb']:.0f} MB; "
+        f"speed-up {summary['speedup']:.2f}x, memory {summary['memory_ratio']:.3f} of MONAI, "
+        f"mean Dice {summary['dice']:.4f}, voxel agreement {summary['voxel_agreement']:.5f}",
+        flush=True,
+    )
+    return summary
+
+
+def run_e2e(folder: Path) -> dict[str, object]:
+    """``medseg segment`` on a 512×512×150 DICOM series with the shipped model."""
+    sys.path.insert(0, str(REPO))
+    from scipy import ndimage
+
+    from medseg.io.dicom_write import write_dicom_series
+    from medseg.io.openkbp import load_openkbp_ct
+    from medseg.volume import Volume
+
+    weights = REPO / "medseg" / "weights" / "hn_oar.pt"
+    if not weights.is_file():
+        print(f"[e2e] skipped: shipped model {weights} does not exist yet", flush=True)
+        return {"skipped": "no shipped model"}
+    ct = load_openkbp_ct(OPENKBP)
+    shape = (150, 512, 512)
+    zoom = [n / o for n, o in zip(shape, ct.shape, strict=True)]
+    array = ndimage.zoom(ct.array.astype(np.float32), zoom, order=1, grid_mode=False)
+    affine = ct.affine.copy()
+    scale = [(o - 1) / (n - 1) for n, o in zip(shape, ct.shape, strict=True)]
+    affine[:3, :3] = ct.affine[:3, :3] * np.array(scale)[None, :]
+    series = folder / "dicom"
+    write_dicom_series(Volume(np.round(array).astype(np.int16), affine, modality="CT"), series)
+    out = folder / "segment_out"
+    cmd = [sys.executable, "-m", "medseg", "segment", str(series), "-o", str(out)]
+    cmd += ["--model", "hn_oar", "--device", "cpu", "--overwrite"]
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True)
+    wall = time.perf_counter() - t0
+    sidecar = json.loads((out / "segmentation.json").read_text())
+    print(
+        f"[e2e] medseg segment, DICOM {shape}: {wall:.1f} s wall (imports included); "
+        f"stages {sidecar['timings']}",
+        flush=True,
+    )
+    return {"shape": list(shape), "wall_s": wall, "timings": sidecar["timings"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--case", action="append", choices=sorted(CLASSES))
+    parser.add_argument("--e2e", action="store_true", help="time medseg segment end to end")
+    parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument("--worker", choices=("medseg", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--img", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--aff", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args.worker, args.case[0], args.img, args.aff, args.out)
+        return
+    results: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="medseg_bench_") as tmp:
+        for case in args.case or []:
+            results.append(run_case(case, Path(tmp)))
+        if args.e2e:
+            results.append({"e2e": run_e2e(Path(tmp))})
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
