@@ -1,0 +1,62 @@
+"""``medseg export`` in-process: NIfTI labels in another axis order → SEG / RTSTRUCT / NIfTI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from conftest import Exported
+from dicom_testdata import dciodvfy
+
+from medseg.cli import main
+from medseg.io import load_labels, save_labels
+from medseg.preprocess import reorient
+
+
+def test_export_command_seg_rtstruct_nifti(
+    synthetic_exports: dict[str, Exported], tmp_path: Path
+) -> None:
+    ex = synthetic_exports["coronal"]
+    # labels saved as NIfTI in another axis order: the command maps them back exactly
+    flipped = reorient(ex.labels.volume, "RAS")
+    assert flipped.orientation != ex.reference.orientation
+    labels_path = save_labels(
+        type(ex.labels)(flipped, ex.labels.label_map), tmp_path / "labels.nii.gz"
+    )
+    for fmt, name in (("seg", "seg.dcm"), ("rtstruct", "rt.dcm"), ("nifti", "back.nii.gz")):
+        argv = ["export", str(labels_path), "--reference", str(ex.folder), "--format", fmt,
+                "-o", str(tmp_path / name), "--algorithm-version", "9.9"]  # fmt: skip
+        assert main(argv) == 0, fmt
+        # existing output is kept without --overwrite (exit 2), replaced with it
+        before = (tmp_path / name).stat().st_mtime_ns
+        assert main(argv) == 2
+        assert (tmp_path / name).stat().st_mtime_ns == before
+        assert main([*argv, "--overwrite"]) == 0
+    seg = load_labels(tmp_path / "seg.dcm", reference=ex.reference)
+    for e in ex.labels.label_map:
+        np.testing.assert_array_equal(seg.mask(e.name), ex.labels.mask(e.id))
+    assert dciodvfy(tmp_path / "seg.dcm")[0] == [] and dciodvfy(tmp_path / "rt.dcm")[0] == []
+    ds = pydicom.dcmread(tmp_path / "rt.dcm")
+    assert ds.SoftwareVersions == "9.9"
+    assert [r.ROIName for r in ds.StructureSetROISequence] == list(ex.labels.label_map.names)
+    back = load_labels(tmp_path / "back.nii.gz")
+    assert back.volume.same_grid(ex.reference)
+    assert back.label_map.names == ex.labels.label_map.names
+
+
+def test_export_command_errors(synthetic_exports: dict[str, Exported], tmp_path: Path) -> None:
+    ex = synthetic_exports["axial"]
+    nifti_ref = tmp_path / "ct.nii.gz"
+    from medseg.io import save_volume
+
+    save_volume(ex.reference, nifti_ref)
+    labels_path = save_labels(ex.labels, tmp_path / "labels.nii.gz")
+    argv = ["export", str(labels_path), "--reference", str(nifti_ref), "--format", "seg",
+            "-o", str(tmp_path / "x.dcm")]  # fmt: skip
+    assert main(argv) == 2  # the reference must be a DICOM series
+    other = synthetic_exports["sagittal"]
+    argv = ["export", str(labels_path), "--reference", str(other.folder), "--format", "seg",
+            "-o", str(tmp_path / "x.dcm")]  # fmt: skip
+    assert main(argv) == 2  # labels are not on that series' grid
+    assert not (tmp_path / "x.dcm").exists()
