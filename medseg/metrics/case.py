@@ -147,7 +147,11 @@ def _as_source(x: LabelVolume | MaskSet) -> _Source:
 
 
 def _label_values(
-    pred: _Source, ref: _Source, key: str, config: MetricsConfig, spacing: tuple[float, float, float]
+    pred: _Source,
+    ref: _Source,
+    key: str,
+    config: MetricsConfig,
+    spacing: tuple[float, float, float],
 ) -> tuple[dict[str, float | None], str | None]:
     box_p, box_r = pred.boxes.get(key), ref.boxes.get(key)
     box = union_box(box_p, box_r)
@@ -155,7 +159,9 @@ def _label_values(
     distance_keys = ("hd", config.hd_key, "assd", "masd", "nsd")
     if box is None:  # empty in both
         v: float | None = 0.0 if config.both_empty == "perfect" else None
-        values = overlap_from_counts(0, 0, 0, voxel_mm3, both_empty_value=None if v is None else 1.0)
+        values = overlap_from_counts(
+            0, 0, 0, voxel_mm3, both_empty_value=None if v is None else 1.0
+        )
         values.update({k: v for k in distance_keys[:-1]})
         values["nsd"] = None if v is None else 1.0
         return values, "both"

@@ -93,7 +93,9 @@ class MetricsConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ConfigError(f"unknown metrics config keys {unknown}; known keys: {sorted(known)}.")
+            raise ConfigError(
+                f"unknown metrics config keys {unknown}; known keys: {sorted(known)}."
+            )
         return cls(**dict(data))
 
     @classmethod
@@ -109,7 +111,9 @@ class MetricsConfig:
         if isinstance(data, dict) and set(data) == {"metrics"}:
             data = data["metrics"]
         if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping of metrics options; got {type(data).__name__}.")
+            raise ConfigError(
+                f"{p}: expected a mapping of metrics options; got {type(data).__name__}."
+            )
         return cls.from_dict(data)
 
     def to_dict(self) -> dict[str, Any]:

@@ -38,9 +38,9 @@ __all__ = [
     "HdMode",
     "SurfaceDistances",
     "bounding_box",
+    "directed_distances",
     "distance_summary",
     "image_diagonal_mm",
-    "directed_distances",
     "surface_distances",
     "surface_metrics",
     "union_box",
@@ -373,7 +373,13 @@ def surface_metrics(
     any_pred, any_ref = bool(pred.any()), bool(ref.any())
     if not any_pred and not any_ref:
         v = both_empty_value
-        return {"hd": v, "hd_percentile": v, "assd": v, "masd": v, "nsd": None if v is None else 1.0}
+        return {
+            "hd": v,
+            "hd_percentile": v,
+            "assd": v,
+            "masd": v,
+            "nsd": None if v is None else 1.0,
+        }
     worst = worst_case_mm if worst_case_mm is not None else image_diagonal_mm(pred.shape, spacing)
     return {"hd": worst, "hd_percentile": worst, "assd": worst, "masd": worst, "nsd": 0.0}
 

@@ -23,7 +23,12 @@ OVERLAP_SCORES: tuple[str, ...] = ("dice", "jaccard", "sensitivity", "precision"
 
 
 def overlap_from_counts(
-    tp: int, n_pred: int, n_ref: int, voxel_volume_mm3: float, *, both_empty_value: float | None = 1.0
+    tp: int,
+    n_pred: int,
+    n_ref: int,
+    voxel_volume_mm3: float,
+    *,
+    both_empty_value: float | None = 1.0,
 ) -> dict[str, float | None]:
     """Overlap metrics from counts, with the empty-mask rules of this module.
 

@@ -185,11 +185,11 @@ def box_plots(
                 names.append(n)
     written = []
     for m in chosen:
-        data = []
+        data: list[list[float]] = []
         for n in names:
             k = label_key(n)
             vals = [
-                lr.values[m]
+                float(lr.values[m] or 0.0)
                 for r in results
                 for ln, lr in r.labels.items()
                 if label_key(ln) == k and lr.values.get(m) is not None

@@ -72,7 +72,9 @@ class Surface:
     weights: npt.NDArray[np.float64]
 
     @classmethod
-    def from_grid(cls, grid: npt.NDArray[np.bool_], weights_grid: npt.NDArray[np.float64] | None) -> Surface:
+    def from_grid(
+        cls, grid: npt.NDArray[np.bool_], weights_grid: npt.NDArray[np.float64] | None
+    ) -> Surface:
         """Surface of the ``True`` voxels of ``grid``; weights from ``weights_grid`` or 1."""
         flat = np.flatnonzero(grid)
         if weights_grid is None:
@@ -148,9 +150,7 @@ def _neighbour_codes(padded: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
     return codes
 
 
-def _surfel_surface(
-    mask: npt.NDArray[np.bool_], spacing_mm: tuple[float, float, float]
-) -> Surface:
+def _surfel_surface(mask: npt.NDArray[np.bool_], spacing_mm: tuple[float, float, float]) -> Surface:
     codes = _neighbour_codes(_pad(mask))
     border = (codes != 0) & (codes != 255)
     flat = np.flatnonzero(border)
@@ -213,4 +213,6 @@ def extract_surface(
         return _surfel_surface(m, spacing_mm)
     if definition == "voxel":
         return _voxel_surface(m)
-    raise InputError(f"unknown surface definition {definition!r}; use one of {SURFACE_DEFINITIONS}.")
+    raise InputError(
+        f"unknown surface definition {definition!r}; use one of {SURFACE_DEFINITIONS}."
+    )

@@ -13,7 +13,9 @@ CASES = ("0522c0017", "0522c0248", "0522c0669", "TCGA-CV-7236")
 
 
 @pytest.fixture(scope="session")
-def deepmind_pairs(shared_data: Path) -> list[tuple[str, str, np.ndarray, np.ndarray, tuple[float, float, float]]]:
+def deepmind_pairs(
+    shared_data: Path,
+) -> list[tuple[str, str, np.ndarray, np.ndarray, tuple[float, float, float]]]:
     """All 84 organ pairs: (case, organ, radiographer mask, oncologist mask, spacing_mm)."""
     root = shared_data / "deepmind_hn_oar_masks" / "test"
     out = []

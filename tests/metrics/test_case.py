@@ -54,11 +54,18 @@ def test_values_equal_the_low_level_function():
     ref_arr = _two_organs()
     pred_arr = np.roll(ref_arr, 1, axis=2)
     cfg = MetricsConfig(definition="voxel", tolerance_mm=1.0, percentile=90, hd_mode="pooled")
-    res = compute_metrics(_labels(pred_arr, {1: "A", 2: "B"}), _labels(ref_arr, {1: "A", 2: "B"}), config=cfg)
+    res = compute_metrics(
+        _labels(pred_arr, {1: "A", 2: "B"}), _labels(ref_arr, {1: "A", 2: "B"}), config=cfg
+    )
     for lid, name in ((1, "A"), (2, "B")):
         low = surface_metrics(
-            pred_arr == lid, ref_arr == lid, SPACING, definition="voxel", tolerance_mm=1.0,
-            percentile=90, hd_mode="pooled",
+            pred_arr == lid,
+            ref_arr == lid,
+            SPACING,
+            definition="voxel",
+            tolerance_mm=1.0,
+            percentile=90,
+            hd_mode="pooled",
         )
         v = res.labels[name].values
         assert v["hd"] == low["hd"] and v["hd90"] == low["hd_percentile"]
@@ -76,7 +83,9 @@ def test_missed_organ_gets_worst_case_never_nan_and_counts_as_missed():
     lr = res.labels["Parotid-Lt"]
     assert lr.missed and lr.empty_in == "pred"
     assert lr.values["dice"] == 0.0 and lr.values["nsd"] == 0.0
-    assert lr.values["hd"] == pytest.approx(DIAGONAL) and lr.values["hd95"] == pytest.approx(DIAGONAL)
+    assert lr.values["hd"] == pytest.approx(DIAGONAL) and lr.values["hd95"] == pytest.approx(
+        DIAGONAL
+    )
     assert all(v is not None and math.isfinite(v) for v in lr.values.values())
     # summary: the miss makes the mean worse, and is counted
     perfect = compute_metrics(ref, ref, config=MetricsConfig(), case="perfect")

@@ -42,7 +42,10 @@ def test_concentric_cubes_hausdorff_is_the_corner_offset(definition):
 
 
 def test_identical_masks_have_zero_distances_and_full_nsd():
-    sphere = np.linalg.norm(np.indices((15, 17, 19)) - np.array([7, 8, 9])[:, None, None, None], axis=0) < 6
+    sphere = (
+        np.linalg.norm(np.indices((15, 17, 19)) - np.array([7, 8, 9])[:, None, None, None], axis=0)
+        < 6
+    )
     for definition in ("surfel", "voxel"):
         r = surface_metrics(sphere, sphere, SPACING, definition=definition, tolerance_mm=0.0)
         assert r == {"hd": 0.0, "hd_percentile": 0.0, "assd": 0.0, "masd": 0.0, "nsd": 1.0}
@@ -74,7 +77,7 @@ def _weighted_pct(d, w, p):
     return d[min(idx, len(d) - 1)]
 
 
-def _brute_metrics(pred, ref, spacing, definition, tol, p, hd_mode):
+def _brute_metrics(pred, ref, spacing, definition, tol, p, hd_mode):  # noqa: PLR0917
     extract = _brute_surfel if definition == "surfel" else _brute_voxel
     (pa, wa), (pb, wb) = extract(pred, spacing), extract(ref, spacing)
     dist = cdist(pa, pb)
@@ -111,7 +114,13 @@ def test_random_shapes_match_bruteforce_cdist(definition, hd_mode):
         pred, ref = _random_shape(rng, shape), _random_shape(rng, shape)
         p = float(rng.choice([50.0, 90.0, 95.0, 100.0]))
         ours = surface_metrics(
-            pred, ref, spacing, definition=definition, tolerance_mm=1.5, percentile=p, hd_mode=hd_mode
+            pred,
+            ref,
+            spacing,
+            definition=definition,
+            tolerance_mm=1.5,
+            percentile=p,
+            hd_mode=hd_mode,
         )
         theirs = _brute_metrics(pred, ref, spacing, definition, 1.5, p, hd_mode)
         for key, value in theirs.items():
@@ -137,7 +146,9 @@ def test_single_voxel_organs():
     for definition in ("surfel", "voxel"):
         same = surface_metrics(a, a, SPACING, definition=definition)
         assert same["hd"] == 0.0 and same["nsd"] == 1.0
-        shifted = surface_metrics(a, np.roll(a, 1, axis=0), SPACING, definition=definition, tolerance_mm=1.0)
+        shifted = surface_metrics(
+            a, np.roll(a, 1, axis=0), SPACING, definition=definition, tolerance_mm=1.0
+        )
         assert shifted["hd"] == pytest.approx(SPACING[0])
         if definition == "voxel":  # one voxel each, 2.5 mm apart
             assert shifted["nsd"] == 0.0 and shifted["assd"] == pytest.approx(2.5)
@@ -150,6 +161,8 @@ def test_invalid_inputs_raise_input_error():
     with pytest.raises(InputError, match="shapes differ"):
         surface_metrics(a, np.zeros((4, 4, 5), bool), SPACING)
     with pytest.raises(InputError, match="unknown surface definition"):
-        surface_metrics(_cube((4, 4, 4), (1, 1, 1), (2, 2, 2)), a | True, SPACING, definition="mesh")  # type: ignore[arg-type]
+        surface_metrics(
+            _cube((4, 4, 4), (1, 1, 1), (2, 2, 2)), a | True, SPACING, definition="mesh"
+        )  # type: ignore[arg-type]
     with pytest.raises(InputError, match="3D"):
         extract_surface(np.zeros((4, 4), bool), SPACING)

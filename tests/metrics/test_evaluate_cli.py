@@ -14,12 +14,25 @@ from medseg.io import save_labels
 from medseg.volume import LabelMap, LabelVolume, Volume, affine_from_geometry
 
 
-def test_evaluate_deepmind_case_writes_json_csv_plots(shared_data, deepmind_pairs, tmp_path, capsys):
+def test_evaluate_deepmind_case_writes_json_csv_plots(
+    shared_data, deepmind_pairs, tmp_path, capsys
+):
     root = shared_data / "deepmind_hn_oar_masks" / "test"
     rad, onc = root / "radiographer" / "0522c0248", root / "oncologist" / "0522c0248"
     out_json, out_csv, plots = tmp_path / "m.json", tmp_path / "m.csv", tmp_path / "plots"
-    code = main(["evaluate", str(rad), str(onc), "--json", str(out_json), "--csv", str(out_csv),
-                 "--plots", str(plots)])
+    code = main(
+        [
+            "evaluate",
+            str(rad),
+            str(onc),
+            "--json",
+            str(out_json),
+            "--csv",
+            str(out_csv),
+            "--plots",
+            str(plots),
+        ]
+    )
     assert code == 0
     table = capsys.readouterr().out
     assert "Brainstem" in table and "hd95" in table
@@ -31,8 +44,12 @@ def test_evaluate_deepmind_case_writes_json_csv_plots(shared_data, deepmind_pair
         p for p in deepmind_pairs if p[0] == "0522c0248" and p[1] == "Brainstem"
     ]
     s = dm.compute_surface_distances(ref, pred, spacing)
-    assert labels["Brainstem"]["hd95"] == pytest.approx(dm.compute_robust_hausdorff(s, 95), abs=1e-6)
-    assert labels["Brainstem"]["nsd"] == pytest.approx(dm.compute_surface_dice_at_tolerance(s, 2.0), abs=1e-6)
+    assert labels["Brainstem"]["hd95"] == pytest.approx(
+        dm.compute_robust_hausdorff(s, 95), abs=1e-6
+    )
+    assert labels["Brainstem"]["nsd"] == pytest.approx(
+        dm.compute_surface_dice_at_tolerance(s, 2.0), abs=1e-6
+    )
     assert labels["Mandible"]["dice"] == pytest.approx(0.94, abs=0.01)  # SOURCE.md's figure
     assert len(out_csv.read_text().splitlines()) == 22
     assert {p.name for p in plots.iterdir()} >= {"dice.png", "hd95.png", "nsd.png"}
@@ -40,7 +57,9 @@ def test_evaluate_deepmind_case_writes_json_csv_plots(shared_data, deepmind_pair
     assert main(["evaluate", str(rad), str(onc), "--json", str(out_json)]) == 2
 
 
-def _write_case(folder: Path, name: str, array: np.ndarray, *, spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)):
+def _write_case(
+    folder: Path, name: str, array: np.ndarray, *, spacing=(2.0, 1.0, 1.0), origin=(0.0, 0.0, 0.0)
+):
     lv = LabelVolume(
         Volume(array.astype(np.uint8), affine_from_geometry(spacing, origin_mm=origin)),
         LabelMap.from_dict({1: "Brainstem", 2: "Mandible"}),
@@ -83,7 +102,9 @@ def test_mismatched_grid_exits_2_and_resampling_is_recorded(tmp_path, capsys):
     assert main(["evaluate", str(p), str(r), "--resample-to-reference", "--json", str(out)]) == 0
     case = json.loads(out.read_text())["cases"][0]
     assert any("nearest neighbour" in step for step in case["provenance"])
-    assert case["labels"]["Brainstem"]["hd"] == pytest.approx(4.0)  # the 4 mm (2-slice) origin shift survives
+    assert case["labels"]["Brainstem"]["hd"] == pytest.approx(
+        4.0
+    )  # the 4 mm (2-slice) origin shift survives
 
 
 def test_unreadable_input_exits_2(tmp_path, capsys):
