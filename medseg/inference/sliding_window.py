@@ -214,8 +214,11 @@ class _SlabAccumulator:
             slice(y0, y0 + self.roi[1]),
             slice(x0, x0 + self.roi[2]),
         )
-        out = logits.numpy() if self.on_cpu else logits
-        self.acc[(slice(None), *region)] += out * self.weight
+        if self.on_cpu:  # in place: the window's logits are not used again
+            out = np.multiply(logits.numpy(), self.weight, out=logits.numpy())
+            self.acc[(slice(None), *region)] += out
+        else:
+            self.acc[(slice(None), *region)] += logits * self.weight
         if self.wsum is not None:
             self.wsum[region] += self.weight
 
