@@ -7,9 +7,9 @@ linearly interpolated along z to 200 slices (1 mm apart) and written with
 Little Endian, the usual PACS export), with shuffled file names. ``--j2k`` also times the same
 series re-encoded as JPEG 2000 lossless.
 
-Each reader runs ``--repeats`` times in the same process after one unmeasured warm-up pass (files
-in the page cache for everyone); the best time is reported with the ratio to medseg. The three
-outputs are checked to agree voxel for voxel.
+Each reader runs ``--repeats`` times in the same process, interleaved, after one unmeasured
+warm-up pass (files in the page cache for everyone); the best time is reported with the ratio to
+medseg. The three outputs are checked to agree voxel for voxel.
 
 Run from the repository root::
 
@@ -88,14 +88,21 @@ def read_pydicom_loop(folder: Path) -> np.ndarray:
     return out
 
 
-def best_time(fn: Callable[[Path], np.ndarray], folder: Path, repeats: int) -> tuple[float, Any]:
-    fn(folder)  # warm-up (page cache, imports, plugin discovery)
-    times, result = [], None
+def run_interleaved(
+    readers: dict[str, Callable[[Path], np.ndarray]], folder: Path, repeats: int
+) -> dict[str, tuple[float, Any]]:
+    """Best time of each reader; repeats are interleaved (round robin) so that load from other
+    processes on the machine falls on all readers alike."""
+    for fn in readers.values():
+        fn(folder)  # warm-up (page cache, imports, plugin discovery)
+    best: dict[str, float] = dict.fromkeys(readers, float("inf"))
+    last: dict[str, Any] = {}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn(folder)
-        times.append(time.perf_counter() - t0)
-    return min(times), result
+        for name, fn in readers.items():
+            t0 = time.perf_counter()
+            last[name] = fn(folder)
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return {name: (best[name], last[name]) for name in readers}
 
 
 def run(folder: Path, repeats: int, label: str) -> list[str]:
@@ -104,7 +111,7 @@ def run(folder: Path, repeats: int, label: str) -> list[str]:
         "SimpleITK ImageSeriesReader": read_sitk,
         "pydicom loop": read_pydicom_loop,
     }
-    results = {name: best_time(fn, folder, repeats) for name, fn in readers.items()}
+    results = run_interleaved(readers, folder, repeats)
     ref = results["medseg"][1]
     for name, (_, arr) in results.items():
         if not np.array_equal(np.asarray(arr, dtype=np.float32), ref.astype(np.float32)):
