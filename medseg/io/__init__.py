@@ -43,8 +43,11 @@ def detect_path_kind(path: str | os.PathLike[str]) -> str:
     if p.is_dir():
         if (p / "ct.csv").is_file():
             return "openkbp"
+        from medseg.io.dicom_scan import contains_dicom
         from medseg.io.mask_folder import is_mask_folder
 
+        if contains_dicom(p):  # DICOM wins over label files lying beside it (dcmqi layout)
+            return "dicom_folder"
         if is_mask_folder(p):
             return "mask_folder"
         return "dicom_folder"

@@ -111,6 +111,10 @@ def test_dcmqi_ct3slice_spacing_and_label_grids(shared_data: Path) -> None:
     assert 0 < ct.array[liver].mean() < 200  # soft tissue HU under the liver mask
     spine = read_image_file(folder / "spine_seg.nrrd").array > 0
     assert ct.array[spine].mean() > 150
+    # load_volume classifies the folder as DICOM although NRRD label maps lie beside the series
+    via_load_volume = load_volume(folder)
+    assert via_load_volume.same_grid(ct)
+    np.testing.assert_array_equal(via_load_volume.array, ct.array)
 
 
 # --- synthetic orientations -------------------------------------------------------------------
