@@ -71,10 +71,27 @@ def _relabel(
 ) -> npt.NDArray[np.uint8] | npt.NDArray[np.uint16]:
     """Map label ids to consecutive segment numbers 1..n (0 stays background)."""
     dtype = np.uint8 if len(ids) < 256 else np.uint16
+    if array.dtype == dtype and ids == list(range(1, len(ids) + 1)):
+        return array  # already segment numbers
     lut = np.zeros(int(array.max()) + 1, dtype=dtype)
     lut[np.asarray(ids)] = np.arange(1, len(ids) + 1, dtype=dtype)
     out: npt.NDArray[Any] = lut[array]
     return out
+
+
+def _present_ids(array: npt.NDArray[Any]) -> set[int]:
+    """Label ids occurring in ``array`` (bincount: linear time, unlike np.unique's sort)."""
+    if array.dtype.kind in "ub" and array.dtype.itemsize <= 2:
+        counts = np.zeros(1, np.int64)
+        for plane in array:  # per slice: the cast to intp stays in cache (4x faster)
+            c = np.bincount(plane.ravel())
+            if len(c) > len(counts):
+                c[: len(counts)] += counts
+                counts = c
+            else:
+                counts[: len(c)] += c
+        return {int(i) for i in np.flatnonzero(counts)} - {0}
+    return {int(v) for v in np.unique(array)} - {0}
 
 
 def write_dicom_seg(
@@ -124,7 +141,7 @@ def write_dicom_seg(
     ref = check_inputs(labels, source, "DICOM-SEG export")
     out = check_output(path, overwrite=overwrite)
     arr = np.asarray(labels.array)
-    present = set(np.unique(arr).tolist()) - {0}
+    present = _present_ids(arr)
     entries = [e for e in labels.label_map if e.id in present]
     missing = [e.name for e in labels.label_map if e.id not in present]
     if missing:
