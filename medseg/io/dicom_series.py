@@ -404,8 +404,9 @@ def load_dicom_series(
     codes = {p.code for p in geom.problems}
     if "gantry_tilt" in codes:
         array = shift_tilted_slices(array, geom.tilt_offsets_mm, geom.instances[0].pixel_spacing)
-        angle = next(p for p in geom.problems if p.code == "gantry_tilt").message
-        provenance.append("correct_tilt: slices shifted in-plane onto an orthogonal grid; " + angle)
+        found = next(p for p in geom.problems if p.code == "gantry_tilt").message
+        what = found.split(". Pass")[0].split(": ", 1)[-1]
+        provenance.append(f"correct_tilt: slices shifted in-plane onto an orthogonal grid ({what})")
         logger.warning("%s: corrected gantry tilt", name)
         span = float(geom.positions_mm[-1] - geom.positions_mm[0])
         affine = affine.copy()
