@@ -52,11 +52,12 @@ def test_seg_round_trip_voxel_for_voxel(
 
 
 @pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("kind", ["binary", "labelmap"])
 def test_highdicom_reads_our_seg_to_the_same_masks(
-    all_exports: dict[str, Exported], case: str
+    all_exports: dict[str, Exported], case: str, kind: str
 ) -> None:
     ex = all_exports[case]
-    seg = hd.seg.segread(ex.seg)
+    seg = hd.seg.segread(ex.seg if kind == "binary" else ex.seg_labelmap)
     uids = list(ex.reference.source.sop_instance_uids)  # type: ignore[union-attr]
     arr = seg.get_pixels_by_source_instance(uids, combine_segments=True, relabel=False)
     for number in seg.segment_numbers:
