@@ -70,7 +70,7 @@ def predict_array(
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div(255)
+    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
     with torch.autocast(device.type, enabled=device.type == "cuda"):
         output = model([tensor.to(device)])[0]
     if was_training:

@@ -24,6 +24,8 @@ import numpy.typing as npt
 import torch
 import torchvision
 import yaml
+from torch import nn
+from torchvision.models.detection import MaskRCNN
 
 from medseg.errors import ConfigError
 from medseg.photo.augment import AugmentConfig, augment_pair, resize_pair
@@ -149,6 +151,44 @@ def _lr_factor(iteration: int, total: int, warmup: int) -> float:
         return 0.001 + (1 - 0.001) * iteration / max(1, warmup)
     progress = (iteration - warmup) / max(1, total - warmup)
     return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: MaskRCNN,
+    data: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
+    batch_size: int = 4,
+) -> int:
+    """Recompute BatchNorm running statistics of the backbone on un-augmented training photos.
+
+    From scratch the weights move fast, so the exponential running averages lag behind them and
+    eval-mode outputs collapse (no detection above 0.05 although train-mode scores are ~0.5).
+    This "precise BN" pass runs the backbone (the only part with BatchNorm) in train mode with a
+    cumulative average (``momentum=None``) and restores the momenta; returns the number of
+    BatchNorm layers updated.
+    """
+    layers = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not layers or not data:
+        return 0
+    was_training = model.training
+    momenta = [m.momentum for m in layers]
+    device = next(model.parameters()).device
+    model.eval()
+    for m in layers:
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    for start in range(0, len(data), batch_size):
+        images = [
+            torch.from_numpy(np.array(im)).permute(2, 0, 1).float().div(255).to(device)
+            for im, _ in data[start : start + batch_size]
+        ]
+        batch, _ = model.transform(images)
+        model.backbone(batch.tensors)
+    for m, momentum in zip(layers, momenta, strict=True):
+        m.momentum = momentum
+    model.train(was_training)
+    return len(layers)
 
 
 def _evaluate(model: torch.nn.Module, data: list, threshold: float) -> tuple[float, float]:
@@ -287,6 +327,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
+        recalibrate_batchnorm(model, train_data[:64], config.batch_size)
         val_dice, val_jac = (
             _evaluate(model, held_data, config.score_threshold)
             if held_data
