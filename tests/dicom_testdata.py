@@ -7,6 +7,7 @@ tests check the writers against a geometry computed here from first principles.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -173,3 +174,15 @@ def centroid_mm(mask: np.ndarray, volume: Volume) -> np.ndarray:
     """LPS centroid of a mask in mm."""
     idx = np.argwhere(mask)
     return volume.world_coordinates(idx.mean(axis=0))[0]
+
+
+@dataclass(frozen=True)
+class Exported:
+    """A reference series, its labels and the files written from them."""
+
+    folder: Path
+    reference: Volume
+    labels: LabelVolume
+    seg: Path
+    seg_labelmap: Path
+    rtstruct: Path

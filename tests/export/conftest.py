@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from dicom_testdata import ORIENTATIONS, repaired_copy, synthetic_case
+from dicom_testdata import ORIENTATIONS, Exported, repaired_copy, synthetic_case
 
 from medseg.export import match_reference_grid, write_dicom_seg, write_rtstruct
 from medseg.io import load_labels, load_volume
@@ -23,18 +22,6 @@ TOTALSEG_NAMES = {
     70: "humerus_right", 79: "spinal_cord", 86: "autochthon_left", 87: "autochthon_right",
     117: "costal_cartilages",
 } | {k: v for k, v in _RIBS.items() if 97 <= k <= 103 or 109 <= k <= 115}  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Exported:
-    """A reference series, its labels and the files written from them."""
-
-    folder: Path
-    reference: Volume
-    labels: LabelVolume
-    seg: Path
-    seg_labelmap: Path
-    rtstruct: Path
 
 
 def _export(folder: Path, reference: Volume, labels: LabelVolume, out: Path) -> Exported:

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from conftest import Exported
-from dicom_testdata import dciodvfy
+from dicom_testdata import Exported, dciodvfy
 
 from medseg.cli import main
 from medseg.io import load_labels, save_labels
@@ -60,3 +59,19 @@ def test_export_command_errors(synthetic_exports: dict[str, Exported], tmp_path:
             "-o", str(tmp_path / "x.dcm")]  # fmt: skip
     assert main(argv) == 2  # labels are not on that series' grid
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_evaluate_accepts_seg_and_rtstruct_as_reference(
+    synthetic_exports: dict[str, Exported], tmp_path: Path
+) -> None:
+    """A (clinical) RTSTRUCT or SEG can be the reference for QA with ``medseg evaluate``."""
+    import json
+
+    ex = synthetic_exports["feet_first"]
+    pred = save_labels(ex.labels, tmp_path / "pred.nii.gz")
+    for ref in (ex.rtstruct, ex.seg):
+        out = tmp_path / f"metrics_{ref.stem}.json"
+        assert main(["evaluate", str(pred), str(ref), "--json", str(out)]) == 0
+        labels = json.loads(out.read_text())["cases"][0]["labels"]
+        assert set(labels) == set(ex.labels.label_map.names)
+        assert all(v["dice"] >= 0.97 for v in labels.values()), labels

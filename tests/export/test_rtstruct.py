@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from conftest import Exported
-from dicom_testdata import centroid_mm, dciodvfy, dice
+from dicom_testdata import Exported, centroid_mm, dciodvfy, dice
 
 from medseg.errors import ExportError
 from medseg.export import write_rtstruct

@@ -8,8 +8,7 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from conftest import Exported
-from dicom_testdata import dciodvfy
+from dicom_testdata import Exported, dciodvfy
 from pydicom.uid import UID
 
 from medseg.errors import ExportError, GeometryError
