@@ -106,11 +106,10 @@ def synthetic_case(
     *,
     shape: tuple[int, int, int] = (24, 40, 48),
     spacing: tuple[float, float, float] = (2.5, 1.5, 1.25),
+    origin_mm: tuple[float, float, float] = (-31.7, 12.3, 105.55),
 ) -> tuple[Volume, LabelVolume]:
     """Write a synthetic CT series with ``orientation`` and return (reference, labels)."""
-    affine = affine_from_geometry(
-        spacing, origin_mm=(-31.7, 12.3, 105.55), direction=ORIENTATIONS[orientation]
-    )
+    affine = affine_from_geometry(spacing, origin_mm=origin_mm, direction=ORIENTATIONS[orientation])
     labels = phantom_labels(shape, spacing)
     ct = np.where(labels > 0, 40, -900).astype(np.int16)
     volume = Volume(ct, affine, modality="CT")

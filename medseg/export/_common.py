@@ -79,17 +79,27 @@ def check_inputs(labels: LabelVolume, source: Volume, what: str) -> DicomSource:
     return ref
 
 
-def read_source_headers(ref: DicomSource, *, all_slices: bool) -> list[Dataset]:
+def read_source_headers(
+    ref: DicomSource, *, all_slices: bool = False, only: int | None = None
+) -> list[Dataset]:
     """Read the headers (no pixel data) of the source files, in slice order.
 
-    With ``all_slices=False`` only the first file is read.
+    With ``all_slices=False`` only the first file is read, or file ``only`` when given.
     """
     if not ref.files:
         raise ExportError(
             "the reference Volume's DicomSource lists no files; patient and study attributes "
             "cannot be copied. Load the reference with medseg.io.load_volume(<DICOM folder>)."
         )
-    files = ref.files if all_slices else ref.files[:1]
+    if len(ref.files) != len(ref.sop_instance_uids):
+        raise ExportError(
+            f"the reference DicomSource lists {len(ref.files)} files for "
+            f"{len(ref.sop_instance_uids)} slices; it must list one file per slice."
+        )
+    if only is not None:
+        files: tuple[str, ...] = (ref.files[only],)
+    else:
+        files = ref.files if all_slices else ref.files[:1]
     out: list[Dataset] = []
     for f in files:
         try:
@@ -100,6 +110,35 @@ def read_source_headers(ref: DicomSource, *, all_slices: bool) -> list[Dataset]:
             del ds.SpecificCharacterSet  # empty means the default repertoire
         out.append(ds)
     return out
+
+
+def check_source_geometry(source: Volume, headers: dict[int, Dataset]) -> None:
+    """Check that slice ``k`` of ``source`` is where source file ``k`` says it is.
+
+    A Volume whose grid was changed after reading (resampled for gantry tilt, reoriented,
+    cropped) no longer matches its DicomSource; a SEG/RTSTRUCT referencing those images would
+    put structures on the wrong images.
+    """
+    normal_ok = True
+    for k, ds in headers.items():
+        if "ImagePositionPatient" not in ds or "ImageOrientationPatient" not in ds:
+            raise ExportError(
+                f"source slice {k} ({ds.get('SOPInstanceUID', '?')}) has no Image Position/"
+                "Orientation (Patient); cannot reference it from a SEG or RTSTRUCT."
+            )
+        ipp = np.asarray([float(v) for v in ds.ImagePositionPatient])
+        iop = np.asarray([float(v) for v in ds.ImageOrientationPatient])
+        expected = source.world_coordinates([k, 0, 0])[0]
+        d = source.direction
+        normal_ok &= bool(np.allclose(iop, [*d[:, 2], *d[:, 1]], atol=1e-3))
+        if not normal_ok or np.max(np.abs(ipp - expected)) > 0.05:
+            raise GeometryError(
+                f"the reference Volume's slice {k} is at {expected.round(3).tolist()} mm but its "
+                f"source image is at {ipp.round(3).tolist()} mm (orientation "
+                f"{iop.round(4).tolist()}): the Volume was resampled, reoriented or cropped after "
+                "reading. Export on the grid the series was read with (resample the labels back "
+                "with medseg.preprocess.resample_to_grid, order=0)."
+            )
 
 
 def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:

@@ -31,6 +31,7 @@ from medseg.export._common import (
     PATIENT_STUDY_KEYWORDS,
     check_inputs,
     check_output,
+    check_source_geometry,
     read_source_headers,
     write_atomic,
 )
@@ -167,6 +168,10 @@ def write_rtstruct(
     ref = check_inputs(labels, source, "RTSTRUCT export")
     out = check_output(path, overwrite=overwrite)
     header = read_source_headers(ref, all_slices=False)[0]
+    check_source_geometry(source, {0: header})
+    if source.shape[0] > 1:
+        last = source.shape[0] - 1
+        check_source_geometry(source, {last: read_source_headers(ref, only=last)[0]})
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
 
@@ -210,7 +215,9 @@ def write_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = Sequence([for_item])
 
     arr = np.asarray(labels.array)
-    boxes = ndimage.find_objects(arr.astype(np.int32, copy=False)) if arr.max() > 0 else []
+    if arr.dtype.kind not in "iu":
+        arr = arr.astype(np.uint8)  # boolean masks
+    boxes = ndimage.find_objects(arr) if arr.max() > 0 else []
     roi_items, contour_items, obs_items = [], [], []
     n_contours = 0
     for n, entry in enumerate(labels.label_map, start=1):

@@ -22,7 +22,13 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medseg.errors import ExportError
-from medseg.export._common import check_inputs, check_output, read_source_headers, write_atomic
+from medseg.export._common import (
+    check_inputs,
+    check_output,
+    check_source_geometry,
+    read_source_headers,
+    write_atomic,
+)
 from medseg.volume import LabelEntry, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
@@ -158,6 +164,7 @@ def write_dicom_seg(
     )
     descriptions = [label_entry_to_segment(e, n, algorithm) for n, e in enumerate(entries, 1)]
     source_images = read_source_headers(ref, all_slices=True)
+    check_source_geometry(source, dict(enumerate(source_images)))
     pixels = _relabel(arr, [e.id for e in entries])
     seg = hd.seg.Segmentation(
         source_images=source_images,

@@ -107,12 +107,11 @@ def test_rtstruct_ds_values_are_short_for_long_floats(tmp_path: Path) -> None:
     """Origins like 19.034504652023315 (TotalSegmentator-AIDE #11) still give ≤ 16 chars."""
     from dicom_testdata import synthetic_case
 
-    ref, labels = synthetic_case(tmp_path / "ct", "negated")
-    odd = ref.affine.copy()
-    odd[:3, 3] = [19.034504652023315, -123456.78901234567, 0.1 + 0.2]
-    ref2 = Volume(ref.array, odd, modality="CT", source=ref.source)
-    lab2 = LabelVolume(Volume(labels.array, odd), labels.label_map)
-    out = write_rtstruct(lab2, ref2, tmp_path / "rt.dcm")
+    origin = (19.034504652023315, -123456.78901234567, 0.1 + 0.2)
+    ref, labels = synthetic_case(
+        tmp_path / "ct", "negated", spacing=(2.5, 0.977, 0.977), origin_mm=origin
+    )
+    out = write_rtstruct(labels, ref, tmp_path / "rt.dcm")
     ds = pydicom.dcmread(out)
     for rc in ds.ROIContourSequence:
         for c in rc.ContourSequence:

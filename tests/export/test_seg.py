@@ -161,3 +161,21 @@ def test_seg_refuses_source_without_uids(shared_data: Path, tmp_path: Path) -> N
     with pytest.raises(ExportError, match="empty or invalid StudyInstanceUID"):
         write_dicom_seg(labels, ref, tmp_path / "x.dcm")
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_exports_refuse_a_reference_changed_after_reading(
+    synthetic_exports: dict[str, Exported], tmp_path: Path
+) -> None:
+    """A reoriented Volume keeps its DicomSource but no longer matches the source images."""
+    from medseg.export import write_rtstruct
+    from medseg.preprocess import reorient
+
+    ex = synthetic_exports["axial"]
+    ref = reorient(ex.reference, "IAR")
+    assert ref.source is ex.reference.source
+    labels = LabelVolume(reorient(ex.labels.volume, "IAR"), ex.labels.label_map)
+    with pytest.raises(GeometryError, match="resampled, reoriented or cropped"):
+        write_dicom_seg(labels, ref, tmp_path / "seg.dcm")
+    with pytest.raises(GeometryError, match="resampled, reoriented or cropped"):
+        write_rtstruct(labels, ref, tmp_path / "rt.dcm")
+    assert list(tmp_path.iterdir()) == []
