@@ -18,12 +18,16 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from medseg.io.mask_folder import read_mask_folder
 from medseg.metrics import MetricsConfig, compute_metrics, surface_metrics
 
-ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "deepmind_hn_oar_masks" / "test"
+ROOT = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "deepmind_hn_oar_masks"
+    / "test"
+)
 CASES = ("0522c0017", "0522c0248", "0522c0669", "TCGA-CV-7236")
 
 
@@ -121,7 +125,9 @@ def main() -> None:
     t_dm, r_dm = run_deepmind(pairs)
     print(f"medseg surfel  (surface_metrics):           {t_surfel:8.2f} s")
     print(f"medseg voxel   (surface_metrics):           {t_voxel:8.2f} s")
-    print(f"medseg surfel  (compute_metrics, all 84 pairs, all metrics incl. Dice): {t_cases:.2f} s")
+    print(
+        f"medseg surfel  (compute_metrics, all 84 pairs, all metrics incl. Dice): {t_cases:.2f} s"
+    )
     print(f"DeepMind surface-distance:                  {t_dm:8.2f} s")
     print(f"ratio DeepMind / medseg surfel:             {t_dm / t_surfel:8.1f} x")
     print(f"max |medseg surfel - DeepMind| (HD95, MASD, NSD): {max_diff(r_surfel, r_dm):.2e}")

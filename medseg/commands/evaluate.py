@@ -105,7 +105,9 @@ def _is_single_input(p: Path) -> bool:
     return any(detect_file_format(f) == "dicom" for f in files[:20])
 
 
-def find_case_pairs(pred_dir: Path, ref_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+def find_case_pairs(
+    pred_dir: Path, ref_dir: Path
+) -> tuple[list[tuple[str, Path, Path]], list[str]]:
     """Match the cases of two batch folders by name; returns pairs and unmatched names."""
 
     def entries(d: Path) -> dict[str, Path]:
@@ -146,7 +148,9 @@ def _resample(pred: LabelVolume | MaskSet, ref_grid: Volume) -> LabelVolume | Ma
     masks = {}
     grid = None
     for name, m in pred.masks.items():
-        v = resample_to_grid(pred.grid.with_array(m.astype(np.uint8)), ref_grid, order=0, fill_value=0)
+        v = resample_to_grid(
+            pred.grid.with_array(m.astype(np.uint8)), ref_grid, order=0, fill_value=0
+        )
         masks[name] = np.asarray(v.array != 0)
         grid = grid or v
     assert grid is not None
@@ -184,6 +188,15 @@ def evaluate_pair(
     return compute_metrics(pred, ref, config=config, case=case, provenance=tuple(provenance))
 
 
+def _versions() -> dict[str, str]:
+    import numpy
+    import scipy
+
+    from medseg import __version__
+
+    return {"medseg": __version__, "numpy": numpy.__version__, "scipy": scipy.__version__}
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of ``medseg evaluate``."""
     config = _config(args)
@@ -194,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
     for out in (args.json, args.csv):
         if out is not None and out.exists() and not args.overwrite:
             raise InputError(f"{out} exists; pass --overwrite to replace it.")
+    if args.plots is not None and not args.overwrite and args.plots.is_dir():
+        clash = sorted(p.name for p in args.plots.glob("*.png"))
+        if clash:
+            raise InputError(
+                f"{args.plots} already holds {clash}; pass --overwrite to replace them."
+            )
     batch = args.batch or (
         pred_path.is_dir()
         and ref_path.is_dir()
@@ -215,7 +234,9 @@ def run(args: argparse.Namespace) -> int:
     results = []
     from tqdm import tqdm
 
-    for case, p, r in tqdm(pairs, desc="evaluate", unit="case", file=sys.stderr, disable=len(pairs) < 2):
+    for case, p, r in tqdm(
+        pairs, desc="evaluate", unit="case", file=sys.stderr, disable=len(pairs) < 2
+    ):
         results.append(
             evaluate_pair(
                 p, r, config=config, case=case, resample_to_reference=args.resample_to_reference
@@ -223,8 +244,14 @@ def run(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(format_table(results) + "\n")
     if args.json:
-        extra = {"inputs": {"pred": str(pred_path), "ref": str(ref_path)}, "unmatched_cases": unmatched}
-        write_text_atomic(results_to_json(results, extra=extra), args.json, overwrite=args.overwrite)
+        extra = {
+            "inputs": {"pred": str(pred_path), "ref": str(ref_path)},
+            "unmatched_cases": unmatched,
+            "versions": _versions(),
+        }
+        write_text_atomic(
+            results_to_json(results, extra=extra), args.json, overwrite=args.overwrite
+        )
     if args.csv:
         write_text_atomic(results_to_csv(results), args.csv, overwrite=args.overwrite)
     if args.plots:

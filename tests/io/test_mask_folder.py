@@ -37,7 +37,9 @@ def test_reads_deepmind_case_losslessly_and_resolves_overlaps_smallest_wins(deep
     # the smaller organ keeps every voxel; the bigger one loses exactly the shared voxels
     assert np.count_nonzero(lv.mask("Spinal-Cord")) == np.count_nonzero(cord)
     assert np.count_nonzero(lv.mask("Spinal-Canal")) == np.count_nonzero(canal) - overlap
-    assert any("'Spinal-Canal' overlap 'Spinal-Cord'" in w and str(overlap) in w for w in lv.warnings)
+    assert any(
+        "'Spinal-Canal' overlap 'Spinal-Cord'" in w and str(overlap) in w for w in lv.warnings
+    )
     with pytest.raises(InputError, match="overlapping organs"):
         load_mask_folder(deepmind_case, overlap="error")
 

@@ -39,6 +39,7 @@ def test_evaluate_deepmind_case_writes_json_csv_plots(
     doc = json.loads(out_json.read_text())
     labels = doc["cases"][0]["labels"]
     assert len(labels) == 21 and doc["config"]["definition"] == "surfel"
+    assert doc["versions"]["medseg"] and doc["inputs"]["ref"] == str(onc)
     # independent check of one organ with DeepMind's package
     ((_, _, pred, ref, spacing),) = [
         p for p in deepmind_pairs if p[0] == "0522c0248" and p[1] == "Brainstem"
@@ -55,6 +56,7 @@ def test_evaluate_deepmind_case_writes_json_csv_plots(
     assert {p.name for p in plots.iterdir()} >= {"dice.png", "hd95.png", "nsd.png"}
     # outputs are kept unless --overwrite
     assert main(["evaluate", str(rad), str(onc), "--json", str(out_json)]) == 2
+    assert main(["evaluate", str(rad), str(onc), "--plots", str(plots)]) == 2
 
 
 def _write_case(
