@@ -116,3 +116,15 @@ def test_unreadable_input_exits_2(tmp_path, capsys):
     assert main(["evaluate", str(bad), str(r)]) == 2
     assert "bad.nii.gz" in capsys.readouterr().err
     assert main(["evaluate", str(tmp_path / "missing.nii.gz"), str(r)]) == 2
+
+
+def test_dicom_seg_prediction_against_nrrd_reference(shared_data, tmp_path, capsys):
+    """DICOM-SEG goes through medseg.io.load_labels; the dcmqi SEG was made from this NRRD."""
+    seg_dir = shared_data / "dcmqi_ct3slice_seg"
+    ref = tmp_path / "liver_seg.nrrd"
+    ref.write_bytes((seg_dir / "liver_seg.nrrd").read_bytes())
+    (tmp_path / "liver_seg.json").write_text(json.dumps({"labels": [{"id": 1, "name": "Liver"}]}))
+    out = tmp_path / "o.json"
+    assert main(["evaluate", str(seg_dir / "liver.dcm"), str(ref), "--json", str(out)]) == 0
+    liver = json.loads(out.read_text())["cases"][0]["labels"]["Liver"]
+    assert liver["dice"] == 1.0 and liver["hd95"] == 0.0 and not liver["missed"]
