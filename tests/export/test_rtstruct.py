@@ -169,7 +169,9 @@ def _plastimatch_masks(ex: Exported, out: Path) -> dict[str, Volume]:
     return {p.name[: -len(".nrrd")]: read_image_file(p) for p in sorted(out.glob("*.nrrd"))}  # type: ignore[misc]
 
 
-@pytest.mark.parametrize("case", ["sagittal", "feet_first", "totalseg"])
+@pytest.mark.parametrize(
+    "case", ["negated", "feet_first", "sagittal", "coronal", "totalseg", "ct3slice"]
+)
 def test_plastimatch_agrees_with_our_rtstruct(
     all_exports: dict[str, Exported], case: str, tmp_path: Path
 ) -> None:
