@@ -75,3 +75,20 @@ def test_evaluate_accepts_seg_and_rtstruct_as_reference(
         labels = json.loads(out.read_text())["cases"][0]["labels"]
         assert set(labels) == set(ex.labels.label_map.names)
         assert all(v["dice"] >= 0.97 for v in labels.values()), labels
+
+
+def test_export_converts_dcmqi_seg_to_rtstruct(shared_data: Path, tmp_path: Path) -> None:
+    """A third-party SEG (dcmqi liver.dcm) → RTSTRUCT on the same CT, read back with Dice ≥ 0.97."""
+    d = shared_data / "dcmqi_ct3slice_seg"
+    out = tmp_path / "liver_rt.dcm"
+    argv = ["export", str(d / "liver.dcm"), "--reference", str(d / "ct-3slice"),
+            "--format", "rtstruct", "-o", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert dciodvfy(out)[0] == []
+    from medseg.io import load_volume
+
+    ref = load_volume(d / "ct-3slice")
+    back = load_labels(out, reference=ref)
+    liver = load_labels(d / "liver_seg.nrrd").array == 1
+    got = back.mask("Liver")
+    assert 2 * (got & liver).sum() / (got.sum() + liver.sum()) >= 0.97
