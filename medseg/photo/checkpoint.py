@@ -44,6 +44,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, half: bool = F
     os.close(fd)
     try:
         torch.save(data, tmp)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

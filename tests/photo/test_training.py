@@ -62,3 +62,27 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
     train(more, resume=True)
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[1]["iteration"]) == 6
+
+
+def test_recalibrate_batchnorm_sets_batch_statistics(shared_data: Path) -> None:
+    import numpy as np
+    import torch
+
+    from medseg.photo.datasets import find_pairs, read_mask, read_photo
+    from medseg.photo.models import build_maskrcnn
+    from medseg.photo.training import recalibrate_batchnorm
+
+    model = build_maskrcnn("mobilenet_v3_fpn", image_size=64)
+    pairs = find_pairs(shared_data / "medetec_wound")[:3]
+    data = [(read_photo(p.image), read_mask(p.mask)) for p in pairs]
+    first = next(m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    first.running_mean.fill_(123.0)
+    seen: list[torch.Tensor] = []
+    handle = first.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    assert recalibrate_batchnorm(model, data, batch_size=4) > 10
+    handle.remove()
+    assert len(seen) == 1  # one batch of 3 photos
+    expected = seen[0].mean(dim=(0, 2, 3))
+    assert torch.allclose(first.running_mean, expected, atol=1e-5)
+    assert first.momentum == 0.05
+    assert np.isfinite(first.running_var.numpy()).all()
