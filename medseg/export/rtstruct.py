@@ -75,6 +75,14 @@ def _contour_item(points_mm: npt.NDArray[np.float64], image_ref: Dataset) -> Dat
     return item
 
 
+def _sct_item(code: tuple[str, str]) -> Dataset:
+    item = Dataset()
+    item.CodeValue = code[0]
+    item.CodingSchemeDesignator = "SCT"
+    item.CodeMeaning = code[1][:64]
+    return item
+
+
 def _image_refs(ref: DicomSource) -> list[Dataset]:
     refs = []
     for uid in ref.sop_instance_uids:
@@ -247,6 +255,8 @@ def write_rtstruct(
         obs.ROIObservationLabel = entry.name[:16]  # SH
         obs.RTROIInterpretedType = "ORGAN"
         obs.ROIInterpreter = ""
+        if entry.snomed_type is not None:  # what the structure is, for TPS structure mapping
+            obs.RTROIIdentificationCodeSequence = Sequence([_sct_item(entry.snomed_type)])
         obs_items.append(obs)
     ds.StructureSetROISequence = Sequence(roi_items)
     ds.ROIContourSequence = Sequence(contour_items)

@@ -143,6 +143,12 @@ def _roi_entries(ds: Dataset, p: Path, warnings: list[str]) -> dict[int, LabelEn
     for rc in ds.get("ROIContourSequence", []):
         if "ROIDisplayColor" in rc:
             colors[int(rc.ReferencedROINumber)] = tuple(int(v) for v in rc.ROIDisplayColor)
+    codes: dict[int, tuple[str, str]] = {}
+    for obs in ds.get("RTROIObservationsSequence", []):
+        seq = obs.get("RTROIIdentificationCodeSequence")
+        if seq and str(seq[0].get("CodingSchemeDesignator", "")) in _SCT and "CodeValue" in seq[0]:
+            code = (str(seq[0].CodeValue), str(seq[0].get("CodeMeaning", "")))
+            codes[int(obs.ReferencedROINumber)] = code
     entries: dict[int, LabelEntry] = {}
     seen: set[str] = set()
     for i, roi in enumerate(rois, start=1):
@@ -159,7 +165,7 @@ def _roi_entries(ds: Dataset, p: Path, warnings: list[str]) -> dict[int, LabelEn
         if len(color) != 3 or any(not 0 <= v <= 255 for v in color):
             color = known.color
         entries[number] = LabelEntry(
-            label_id, name, color, known.snomed_type, known.snomed_category,
+            label_id, name, color, codes.get(number, known.snomed_type), known.snomed_category,
             known.snomed_laterality,
         )  # fmt: skip
     return entries

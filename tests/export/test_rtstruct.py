@@ -79,6 +79,10 @@ def test_rtstruct_iod_content(totalseg_export: Exported) -> None:
     assert names == list(ex.labels.label_map.names)
     assert all(r.ROIGenerationAlgorithm == "AUTOMATIC" for r in ds.StructureSetROISequence)
     assert all(o.RTROIInterpretedType == "ORGAN" for o in ds.RTROIObservationsSequence)
+    liver_obs = next(o for o in ds.RTROIObservationsSequence if o.ROIObservationLabel == "liver")
+    assert liver_obs.RTROIIdentificationCodeSequence[0].CodeValue == "10200004"
+    back = load_labels(ex.rtstruct, reference=ex.reference)
+    assert back.label_map[back.label_map.id_of("liver")].snomed_type == ("10200004", "Liver")
     lm = ex.labels.label_map
     n_points = 0
     for rc in ds.ROIContourSequence:
