@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import pydicom
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from medseg.io.dicom_series import load_dicom_series
 from medseg.io.dicom_write import write_dicom_series

@@ -23,7 +23,7 @@ __all__ = ["build_parser", "main"]
 
 def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every command module in :mod:`medseg.commands`."""
-    import medseg.commands as commands
+    from medseg import commands
 
     parser = argparse.ArgumentParser(
         prog="medseg",
@@ -40,7 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(verbose: int, quiet: bool) -> None:
-    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)]
+    level = (
+        logging.ERROR
+        if quiet
+        else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose + 1, 2)]
+    )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger("medseg")

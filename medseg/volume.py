@@ -223,7 +223,9 @@ class LabelEntry:
         if not self.name.strip():
             raise InputError(f"label {self.id} needs a non-empty name.")
         if len(self.color) != 3 or any(not 0 <= int(v) <= 255 for v in self.color):
-            raise InputError(f"label {self.name!r}: colour must be 3 values 0..255, got {self.color}")
+            raise InputError(
+                f"label {self.name!r}: colour must be 3 values 0..255, got {self.color}"
+            )
 
 
 # SNOMED-CT codes (SCT) for organs medseg knows by name. Only codes we are sure of are listed;

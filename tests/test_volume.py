@@ -7,7 +7,7 @@ from __future__ import annotations
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from medseg.errors import GeometryError, InputError
 from medseg.volume import (

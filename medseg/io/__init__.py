@@ -104,7 +104,7 @@ def load_labels(
     reference: Volume | None = None,
     label_map: LabelMap | None = None,
 ) -> LabelVolume:
-    """Load a label map: NIfTI/NRRD/MHA file, per-organ mask folder, OpenKBP folder, DICOM-SEG or RTSTRUCT.
+    """Load a label map: label file, mask folder, OpenKBP folder, DICOM-SEG or RTSTRUCT.
 
     Parameters
     ----------
@@ -200,7 +200,10 @@ def save_labels(
     """
     out = write_image_file(labels.volume, path, overwrite=overwrite)
     side = _sidecar_path(out)
-    payload: dict[str, Any] = {"labels": labels.label_map.to_json(), "warnings": list(labels.warnings)}
+    payload: dict[str, Any] = {
+        "labels": labels.label_map.to_json(),
+        "warnings": list(labels.warnings),
+    }
     payload.update(extra or {})
     tmp = side.with_name("." + side.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2))

@@ -1,4 +1,4 @@
-"""Read and write single-file volumes: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd).
+"""Read and write single-file volumes: NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MHA/MHD.
 
 NIfTI goes through nibabel (RAS ↔ LPS converted in :mod:`medseg.volume`); NRRD and MetaImage go
 through SimpleITK (LPS natively). Writes are atomic: a temporary file in the target folder is
@@ -128,7 +128,9 @@ def read_image_file(path: str | os.PathLike[str], *, modality: str = "OT") -> Vo
     return volume
 
 
-def write_image_file(volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def write_image_file(
+    volume: Volume, path: str | os.PathLike[str], *, overwrite: bool = False
+) -> Path:
     """Write ``volume`` as NIfTI, NRRD or MetaImage (chosen by suffix), atomically.
 
     Existing files are kept unless ``overwrite`` is true.
@@ -137,9 +139,7 @@ def write_image_file(volume: Volume, path: str | os.PathLike[str], *, overwrite:
     suffix = _suffix(p)
     fmt = _SUFFIXES.get(suffix)
     if fmt is None:
-        raise ExportError(
-            f"{p}: unknown output suffix {suffix!r}; use one of {sorted(_SUFFIXES)}."
-        )
+        raise ExportError(f"{p}: unknown output suffix {suffix!r}; use one of {sorted(_SUFFIXES)}.")
     if p.exists() and not overwrite:
         raise ExportError(f"{p} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     p.parent.mkdir(parents=True, exist_ok=True)

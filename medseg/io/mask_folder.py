@@ -82,7 +82,7 @@ def _resolve(path: Path) -> Path:
 
 
 def _header_geometry(f: Path) -> tuple[Any, ...] | None:
-    import SimpleITK as sitk  # noqa: N813
+    import SimpleITK as sitk
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(f))

@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-import SimpleITK as sitk  # noqa: N813
+import SimpleITK as sitk
 
 from medseg.errors import ExportError
 from medseg.io.image_files import detect_file_format, read_image_file, write_image_file
