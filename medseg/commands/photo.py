@@ -36,7 +36,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
     p.add_argument("--model", default="wound", help="wound | lesion | PATH to a checkpoint")
-    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument(
+        "--score-threshold",
+        type=float,
+        default=None,
+        help="keep instances scoring at least this (default: the model's tuned threshold)",
+    )
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")

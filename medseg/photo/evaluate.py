@@ -60,6 +60,9 @@ class ImageScore:
 def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
     """Means (and the ISIC 2018 thresholded Jaccard) over per-image scores.
 
+    Photos whose reference is empty score 1.0 when nothing is predicted, which lifts the mean;
+    the means over photos with a non-empty reference are therefore reported separately.
+
     >>> summarise([ImageScore("a", 1.0, 1.0, 1, 1), ImageScore("b", 0.5, 0.6, 1, 1)])["mean_dice"]
     0.75
     """
@@ -67,8 +70,16 @@ def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
         return {"n_images": 0}
     dice = np.array([s.dice for s in scores])
     jac = np.array([s.jaccard for s in scores])
+    nonempty = [s for s in scores if s.ref_area_px > 0]
     return {
         "n_images": len(scores),
+        "n_empty_reference": len(scores) - len(nonempty),
+        "mean_dice_nonempty_reference": float(np.mean([s.dice for s in nonempty]))
+        if nonempty
+        else float("nan"),
+        "mean_jaccard_nonempty_reference": float(np.mean([s.jaccard for s in nonempty]))
+        if nonempty
+        else float("nan"),
         "mean_dice": float(dice.mean()),
         "median_dice": float(np.median(dice)),
         "mean_jaccard": float(jac.mean()),

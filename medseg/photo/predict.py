@@ -51,7 +51,7 @@ def predict_files(
     out_dir: str | Path,
     *,
     model: str | Path = "wound",
-    score_threshold: float = 0.5,
+    score_threshold: float | None = None,
     device: str = "auto",
     overwrite: bool = False,
     progress: Callable[[int], object] | None = None,
@@ -67,7 +67,8 @@ def predict_files(
     model
         ``"wound"``, ``"lesion"`` or a checkpoint path written by ``medseg photo train``.
     score_threshold
-        Instances scoring below are dropped.
+        Instances scoring below are dropped; ``None`` uses the threshold stored in the
+        checkpoint (tuned on training photos by ``medseg photo train``), else 0.5.
     overwrite
         Replace existing outputs (otherwise an existing output is an error).
     progress
@@ -100,7 +101,9 @@ def predict_files(
         ] + ([out / "predictions.json"] if (out / "predictions.json").exists() else [])
         if existing:
             raise InputError(f"{existing[0]} exists; pass --overwrite to replace outputs.")
-    net, spec, _ = load_photo_model(model)
+    net, spec, checkpoint = load_photo_model(model)
+    if score_threshold is None:
+        score_threshold = float(checkpoint.get("metrics", {}).get("score_threshold", 0.5))
     net.to(select_device(device))
     records = []
     for path, stem, image in zip(paths, stems, arrays, strict=True):

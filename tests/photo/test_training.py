@@ -86,3 +86,30 @@ def test_recalibrate_batchnorm_sets_batch_statistics(shared_data: Path) -> None:
     assert torch.allclose(first.running_mean, expected, atol=1e-5)
     assert first.momentum == 0.05
     assert np.isfinite(first.running_var.numpy()).all()
+
+
+def test_tune_score_threshold_picks_best_dice(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from medseg.photo import training
+    from medseg.photo.inference import Instance, PhotoPrediction
+
+    truth = np.zeros((20, 20), bool)
+    truth[5:10, 5:10] = True
+    wrong = np.zeros((20, 20), bool)
+    wrong[12:18, 12:18] = True
+
+    def fake_predict(model: object, image: object, *, score_threshold: float) -> PhotoPrediction:
+        assert score_threshold == 0.05
+        instances = (
+            Instance((5, 5, 10, 10), 0.6, 1, truth),
+            Instance((12, 12, 18, 18), 0.1, 1, wrong),
+        )
+        return PhotoPrediction(instances, truth | wrong)
+
+    monkeypatch.setattr(training, "predict_array", fake_predict)
+    image = np.zeros((20, 20, 3), np.uint8)
+    best, table = training.tune_score_threshold(None, [(image, truth)])  # type: ignore[arg-type]
+    assert best == 0.6
+    assert table[0.2] == 1.0 and table[0.7] == 0.0
+    assert table[0.05] == pytest.approx(2 * 25 / (25 + 25 + 36))
