@@ -16,7 +16,9 @@ whole volume under ``torch.no_grad()``, then ``argmax``. medseg runs ``Predictor
 a spec whose spacing and orientation equal the CT's (so no resampling) and post-processing off.
 
 Every variant runs in a fresh subprocess; peak RSS is that process's ``ru_maxrss`` (it includes
-the interpreter, torch and the input array, the same for both). Labels are compared by the
+the interpreter, torch and the input array, the same for both); CPU seconds are the process's
+user + system time during the inference call. ``--parallel`` starts both at once, so that on a
+shared, loaded machine both see the same load. Labels are compared by the
 mean Dice over the foreground classes.
 
 ``--e2e`` also times ``medseg segment`` end to end (subprocess wall time, imports included) on a
@@ -100,7 +102,8 @@ def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
     array = np.load(img)
     affine = np.load(aff)
     net = build_net(CLASSES[case])
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss_before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
     extra: dict[str, object] = {}
     if variant == "monai":
@@ -125,11 +128,15 @@ def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
             postprocess=PostprocessConfig(largest_component=False, fill_holes=False),
         )
         predictor = Predictor(net, spec, names, device="cpu", config=config)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        cpu_before = usage.ru_utime + usage.ru_stime
         t0 = time.perf_counter()
         labels = predictor.predict(volume).volume.array
         extra = {"windows": predictor.last_windows, "stages_s": predictor.last_timings}
     seconds = time.perf_counter() - t0
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    rss = usage.ru_maxrss
+    extra["cpu_s"] = usage.ru_utime + usage.ru_stime - cpu_before
     np.save(out.with_suffix(".npy"), labels)
     result = {"seconds": seconds, "peak_rss_mb": rss / 1024, "rss_before_mb": rss_before / 1024}
     out.with_suffix(".json").write_text(json.dumps({**result, **extra}))
@@ -147,16 +154,28 @@ def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(dices))
 
 
-def run_case(case: str, folder: Path) -> dict[str, object]:
+def run_case(case: str, folder: Path, *, parallel: bool = False) -> dict[str, object]:
     img, aff = make_case(case, folder)
     shape = np.load(img, mmap_mode="r").shape
-    results: dict[str, dict[str, object]] = {}
+    procs = []
     for variant in ("medseg", "monai"):
         out = folder / f"{case}_{variant}"
         cmd = [sys.executable, __file__, "--worker", variant, "--case", case]
         cmd += ["--img", str(img), "--aff", str(aff), "--out", str(out)]
-        subprocess.run(cmd, check=True)
-        results[variant] = json.loads(out.with_suffix(".json").read_text())
+        procs.append(subprocess.Popen(cmd))
+        if not parallel:
+            procs[-1].wait()
+    for proc in procs:
+        if proc.wait() != 0:
+            raise RuntimeError(f"benchmark worker failed: {proc.args}")
+    return summarise(case, folder, shape)
+
+
+def summarise(case: str, folder: Path, shape: tuple[int, ...]) -> dict[str, object]:
+    """Compare the two workers' outputs in ``folder`` and print one line."""
+    results = {
+        v: json.loads((folder / f"{case}_{v}.json").read_text()) for v in ("medseg", "monai")
+    }
     ours = np.load(folder / f"{case}_medseg.npy")
     ref = np.load(folder / f"{case}_monai.npy")
     m, r = results["medseg"], results["monai"]
@@ -166,16 +185,18 @@ def run_case(case: str, folder: Path) -> dict[str, object]:
         "classes": CLASSES[case],
         "medseg": m,
         "monai": r,
-        "speedup": float(r["seconds"]) / float(m["seconds"]),  # type: ignore[arg-type]
-        "memory_ratio": float(m["peak_rss_mb"]) / float(r["peak_rss_mb"]),  # type: ignore[arg-type]
+        "speedup": r["seconds"] / m["seconds"],
+        "cpu_speedup": r["cpu_s"] / m["cpu_s"],
+        "memory_ratio": m["peak_rss_mb"] / r["peak_rss_mb"],
         "dice": mean_dice(ours, ref),
         "voxel_agreement": float(np.mean(ours == ref)),
     }
     print(
-        f"[{case}] shape {shape} classes {CLASSES[case]}: "
-        f"medseg {m['seconds']:.1f} s / {m['peak_rss_mb']:.0f} MB "
-        f"(windows {m.get('windows')}); MONAI {r['seconds']:.1f} s / {r['peak_rss_mb']:.0f} MB; "
-        f"speed-up {summary['speedup']:.2f}x, memory {summary['memory_ratio']:.3f} of MONAI, "
+        f"[{case}] shape {tuple(shape)} classes {CLASSES[case]}: "
+        f"medseg {m['seconds']:.1f} s wall / {m['cpu_s']:.1f} s CPU / {m['peak_rss_mb']:.0f} MB "
+        f"(windows {m.get('windows')}); MONAI {r['seconds']:.1f} s wall / {r['cpu_s']:.1f} s CPU / "
+        f"{r['peak_rss_mb']:.0f} MB; speed-up {summary['speedup']:.2f}x wall, "
+        f"{summary['cpu_speedup']:.2f}x CPU; memory {summary['memory_ratio']:.3f} of MONAI; "
         f"mean Dice {summary['dice']:.4f}, voxel agreement {summary['voxel_agreement']:.5f}",
         flush=True,
     )
@@ -224,6 +245,13 @@ def main() -> None:
     parser.add_argument("--case", action="append", choices=sorted(CLASSES))
     parser.add_argument("--e2e", action="store_true", help="time medseg segment end to end")
     parser.add_argument("--json", type=Path, help="write all figures here")
+    parser.add_argument(
+        "--parallel",
+        action="store_true",
+        help="run the two variants at the same time (shared, loaded machines: both see the "
+        "same load; compare CPU seconds)",
+    )
+    parser.add_argument("--summarise", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--worker", choices=("medseg", "monai"), help=argparse.SUPPRESS)
     parser.add_argument("--img", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--aff", type=Path, help=argparse.SUPPRESS)
@@ -232,10 +260,15 @@ def main() -> None:
     if args.worker:
         worker(args.worker, args.case[0], args.img, args.aff, args.out)
         return
+    if args.summarise:  # re-print figures of workers run by hand into this folder
+        for case in args.case or []:
+            shape = np.load(args.summarise / f"{case}_medseg.npy", mmap_mode="r").shape
+            summarise(case, args.summarise, shape)
+        return
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="medseg_bench_") as tmp:
         for case in args.case or []:
-            results.append(run_case(case, Path(tmp)))
+            results.append(run_case(case, Path(tmp), parallel=args.parallel))
         if args.e2e:
             results.append({"e2e": run_e2e(Path(tmp))})
     if args.json:
