@@ -202,6 +202,19 @@ def label_side(name: str) -> str | None:
     return None
 
 
+def _centroid_x(
+    mask: npt.NDArray[np.bool_], affine: npt.NDArray[np.float64], offset: Sequence[int] = (0, 0, 0)
+) -> float:
+    """LPS x (mm) of the centroid of ``mask``, from its axis projections (no index list)."""
+    total = float(np.count_nonzero(mask))
+    centre = []
+    for axis in range(3):
+        others = tuple(a for a in range(3) if a != axis)
+        counts = np.count_nonzero(mask, axis=others)
+        centre.append(float(np.dot(counts, np.arange(mask.shape[axis]))) / total + offset[axis])
+    return float(affine[0, :3] @ np.array(centre) + affine[0, 3])
+
+
 def laterality_warnings(
     labels: npt.NDArray[np.integer],
     affine: npt.NDArray[np.float64],
@@ -228,24 +241,18 @@ def laterality_warnings(
     if not body.any():
         return []
 
-    def mean_x(mask: npt.NDArray[np.bool_]) -> float:
-        idx = np.argwhere(mask).mean(axis=0)
-        return float(affine[0, :3] @ idx + affine[0, 3])
-
     sided = [(e, label_side(e.name)) for e in label_map]
     sided = [(e, s) for e, s in sided if s is not None]
     if not sided:
         return []
-    midline = mean_x(body)
+    midline = _centroid_x(body, affine)
     boxes = _boxes(labels)
     warnings = []
     for entry, side in sided:
         box = boxes.get(entry.id)
         if box is None:
             continue
-        mask = labels[box] == entry.id
-        idx = np.argwhere(mask).mean(axis=0) + np.array([s.start for s in box])
-        x = float(affine[0, :3] @ idx + affine[0, 3])
+        x = _centroid_x(labels[box] == entry.id, affine, offset=[s.start for s in box])
         if (side == "L" and x < midline) or (side == "R" and x > midline):
             where = "right" if x < midline else "left"
             warnings.append(
