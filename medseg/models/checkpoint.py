@@ -188,6 +188,7 @@ def save_checkpoint(
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary data files
         os.replace(tmp, out)
     finally:
         if os.path.exists(tmp):

@@ -28,6 +28,7 @@ __all__ = [
     "LoadOpenKBPd",
     "PrepareCased",
     "deterministic_transforms",
+    "label_only_transforms",
     "list_cases",
     "random_transforms",
     "split_cases",
@@ -101,6 +102,50 @@ class PrepareCased(MapTransform):
         d["label"] = lab.array.astype(np.uint8)[None]
         d["affine"] = ct.affine
         return d
+
+
+class LoadLabelsOnlyd(MapTransform):
+    """Stage-1 (SRM) loader: labels only, reoriented/resampled, cropped around the organs.
+
+    Produces ``"label"`` uint8 ``(1, D, H, W)``: the box around all labels plus ``margin``
+    voxels, so the shape autoencoder never needs the (slow to parse) CT.
+    """
+
+    def __init__(self, labels: Sequence[str], spec: PreprocessingSpec, margin: int) -> None:
+        super().__init__(keys=("case",))
+        self.labels, self.spec, self.margin = tuple(labels), spec, margin
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        lab = apply_spec(load_openkbp_labels(d["case"], self.labels).volume, self.spec, order=0)
+        nz = np.argwhere(lab.array > 0)
+        lo = np.maximum(nz.min(axis=0) - self.margin, 0)
+        hi = np.minimum(nz.max(axis=0) + 1 + self.margin, lab.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+        d["label"] = crop(lab, box).array.astype(np.uint8)[None]  # type: ignore[arg-type]
+        return d
+
+
+def label_only_transforms(
+    data: DataConfig, spec: PreprocessingSpec, optim: OptimConfig
+) -> list[Any]:
+    """Stage-1 pipeline: cached label loading, then label patches (organ-centred 90 %)."""
+    from monai.transforms import EnsureTyped, RandCropByPosNegLabeld, SpatialPadd
+
+    return [
+        LoadLabelsOnlyd(data.labels, spec, margin=16),
+        SpatialPadd(keys="label", spatial_size=spec.roi_size, mode="constant"),
+        RandCropByPosNegLabeld(
+            keys="label",
+            label_key="label",
+            spatial_size=spec.roi_size,
+            pos=0.9,
+            neg=0.1,
+            num_samples=optim.samples_per_case,
+            allow_smaller=False,
+        ),
+        EnsureTyped(keys="label", track_meta=False),
+    ]
 
 
 def deterministic_transforms(data: DataConfig, spec: PreprocessingSpec) -> list[Any]:

@@ -34,6 +34,7 @@ from medseg.models.checkpoint import read_checkpoint
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
     deterministic_transforms,
+    label_only_transforms,
     list_cases,
     random_transforms,
     split_cases,
@@ -135,11 +136,19 @@ def _onehot(label: torch.Tensor, k: int) -> torch.Tensor:
     return nnf.one_hot(label[:, 0].long(), k).permute(0, 4, 1, 2, 3).float()
 
 
-def _train_srm(
-    cfg: TrainConfig, train_ds: Any, k: int, device: torch.device, case_ids: list[str]
-) -> None:
+def _train_srm(cfg: TrainConfig, k: int, device: torch.device, case_ids: list[str]) -> None:
     """Stage 1: fit the shape autoencoder to (noised) one-hot ground-truth patches."""
+    from monai.data import CacheDataset
     from monai.losses import DiceCELoss
+    from monai.transforms import Compose
+
+    root = Path(cfg.data.root)
+    train_ds = CacheDataset(
+        [{"case": str(root / c)} for c in case_ids],
+        Compose(label_only_transforms(cfg.data, cfg.preprocessing, cfg.optim)),
+        progress=False,
+        num_workers=0,
+    )
 
     assert cfg.srm is not None
     srm_cfg = cfg.srm
@@ -282,6 +291,8 @@ def train(
     (out / "cases.json").write_text(json.dumps({"train": train_cases, "val": val_cases}, indent=2))
     label_map = LabelMap.from_names(list(cfg.data.labels))
     k = len(label_map) + 1
+    if cfg.srm is not None and not Path(cfg.srm.checkpoint).is_file():
+        _train_srm(cfg, k, device, train_cases)  # stage 1 (labels only), before caching CTs
     t_load = time.monotonic()
     train_ds, val_ds = _datasets(cfg, train_cases, val_cases)
     logger.info(
@@ -290,8 +301,6 @@ def train(
 
     srm_model = None
     if cfg.srm is not None:
-        if not Path(cfg.srm.checkpoint).is_file():
-            _train_srm(cfg, train_ds, k, device, train_cases)
         srm_model = _load_srm(cfg, k, device)
     lam1 = cfg.srm.lambda_latent if cfg.srm else 0.0
     lam2 = cfg.srm.lambda_recon if cfg.srm else 0.0
