@@ -63,6 +63,7 @@ def test_segment_openkbp_folder(
     assert (out / "segmentation.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow  # end to end incl. DICOM-SEG + RTSTRUCT export (~90 s on the busy 2 cores)
 def test_segment_dicom_series_to_seg_and_rtstruct(
     shared_data: Path, checkpoint: Path, tmp_path: Path
 ) -> None:
