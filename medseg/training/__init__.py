@@ -1,6 +1,7 @@
 """Training: YAML configs, OpenKBP data pipeline, plain and SRM-regularised loops.
 
->>> from medseg.training import TrainConfig, train, load_train_config  # doctest: +SKIP
+Entry points: :func:`load_train_config` (YAML → :class:`TrainConfig`) and :func:`train`;
+the CLI is ``medseg train CONFIG [--resume CKPT]``. See ``docs/training.md``.
 """
 
 from __future__ import annotations
