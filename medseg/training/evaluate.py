@@ -34,7 +34,7 @@ from medseg.volume import LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaseScores", "evaluate_checkpoint", "segment_volume"]
+__all__ = ["CaseScores", "evaluate_checkpoint", "segment_volume", "srm_reconstruction_dice"]
 
 
 def segment_volume(
@@ -120,3 +120,29 @@ def _key(labels: dict[str, Any], name: str) -> str:
 
     key = label_key(name)
     return key if key in labels else name
+
+
+def srm_reconstruction_dice(
+    checkpoint: str | os.PathLike[str], case_folders: Sequence[str | os.PathLike[str]]
+) -> dict[str, float]:
+    """Mean Dice per organ of ``D(E(onehot(gt)))`` vs ``gt``: how well a trained SRM encodes shapes.
+
+    Each reference label map is brought to the SRM's PreprocessingSpec grid (labels only) and
+    passed through the autoencoder whole.
+    """
+    import torch.nn.functional as nnf
+
+    from medseg.training.loop import dice_per_label
+
+    model, info = load_checkpoint(checkpoint)
+    k = int(info.model_options["out_channels"])
+    scores = []
+    for folder in case_folders:
+        lab = load_openkbp_labels(folder, list(info.label_map.names)).volume
+        arr = apply_spec(lab, info.preprocessing, order=0).array.astype(np.int64)
+        x = nnf.one_hot(torch.as_tensor(arr), k).permute(3, 0, 1, 2)[None].float()
+        with torch.no_grad():
+            rec = model(x).argmax(1)[0].numpy()
+        scores.append(dice_per_label(rec, arr, range(1, k)))
+    mean = np.nanmean(np.array(scores), axis=0)
+    return {n: float(v) for n, v in zip(info.label_map.names, mean, strict=True)}
