@@ -119,17 +119,19 @@ def run_segment(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    bar = tqdm(unit="window", file=sys.stderr, disable=bool(getattr(args, "quiet", False)))
+    quiet = bool(getattr(args, "quiet", False))
+    bars: list[Any] = []
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
-        bar.n = done
-        bar.refresh()
+        if not bars:  # created on the first report, when the number of windows is known
+            bars.append(tqdm(total=total, unit="window", file=sys.stderr, disable=quiet))
+        bars[0].update(done - bars[0].n)
 
     try:
         labels = predictor.predict(volume, progress=progress)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
 
     t2 = time.perf_counter()
     outdir.mkdir(parents=True, exist_ok=True)
