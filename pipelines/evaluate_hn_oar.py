@@ -1,6 +1,7 @@
 """Score trained hn_oar runs on their held-out fold (Dice, HD95 per organ) → JSON + Markdown.
 
 Usage: python pipelines/evaluate_hn_oar.py OUT.json RUN_DIR [RUN_DIR ...]
+Scores each run raw and with largest-connected-component post-processing (name + '+lcc').
 Each RUN_DIR is a training output folder (best.pt + cases.json). Thin launcher: the logic is
 medseg.training.evaluate.
 """
@@ -29,21 +30,26 @@ def main(argv: list[str]) -> int:
     results = json.loads(out_path.read_text()) if out_path.is_file() else {}
     for run in runs:
         cases = json.loads((run / "cases.json").read_text())["val"]
-        scores = evaluate_checkpoint(run / "best.pt", [ROOT / c for c in cases])
-        results[run.name] = {
-            "cases": cases,
-            "dice": {s.case: s.dice for s in scores},
-            "hd95_mm": {s.case: s.hd95_mm for s in scores},
-            "seconds": {s.case: s.seconds for s in scores},
-        }
+        scores = evaluate_checkpoint(
+            run / "best.pt", [ROOT / c for c in cases], largest_component=(False, True)
+        )
+        for lcc in (False, True):
+            sel = [s for s in scores if s.largest_component == lcc]
+            name = run.name + ("+lcc" if lcc else "")
+            results[name] = {
+                "cases": cases,
+                "dice": {s.case: s.dice for s in sel},
+                "hd95_mm": {s.case: s.hd95_mm for s in sel},
+                "seconds": {s.case: s.seconds for s in sel},
+            }
+            organs = list(sel[0].dice)
+            d = np.array([[s.dice[o] for o in organs] for s in sel])
+            h = np.array([[s.hd95_mm[o] for o in organs] for s in sel])
+            print(f"{name}: mean Dice {d.mean():.3f}, mean HD95 {h.mean():.1f} mm")
+            for i, o in enumerate(organs):
+                dice, sd, hd = d[:, i].mean(), d[:, i].std(), h[:, i].mean()
+                print(f"  {o:14s} Dice {dice:.3f} ± {sd:.3f}  HD95 {hd:.1f} mm")
         out_path.write_text(json.dumps(results, indent=1))
-        organs = list(scores[0].dice)
-        d = np.array([[s.dice[o] for o in organs] for s in scores])
-        h = np.array([[s.hd95_mm[o] for o in organs] for s in scores])
-        print(f"{run.name}: mean Dice {d.mean():.3f}, mean HD95 {h.mean():.1f} mm")
-        for i, o in enumerate(organs):
-            dice, sd, hd = d[:, i].mean(), d[:, i].std(), h[:, i].mean()
-            print(f"  {o:14s} Dice {dice:.3f} ± {sd:.3f}  HD95 {hd:.1f} mm")
     return 0
 
 

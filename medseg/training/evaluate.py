@@ -80,6 +80,7 @@ class CaseScores:
     dice: dict[str, float]
     hd95_mm: dict[str, float]
     seconds: float
+    largest_component: bool = False
 
 
 def evaluate_checkpoint(
@@ -87,11 +88,15 @@ def evaluate_checkpoint(
     case_folders: Sequence[str | os.PathLike[str]],
     *,
     device: str | torch.device = "cpu",
+    largest_component: Sequence[bool] = (False,),
 ) -> list[CaseScores]:
     """Segment each OpenKBP case and score it against its reference on the source grid.
 
     HD95 uses :func:`medseg.metrics.compute_metrics` (DeepMind surfel surface definition,
-    max of the two directed 95th percentiles, in mm).
+    max of the two directed 95th percentiles, in mm; an organ missed entirely gets the image
+    diagonal). Each case is segmented once and scored once per value of ``largest_component``
+    (``True``: keep only the largest connected component of each label,
+    :func:`medseg.inference.postprocessing.keep_largest_component`).
     """
     from medseg.metrics import MetricsConfig, compute_metrics
 
@@ -100,18 +105,27 @@ def evaluate_checkpoint(
     for folder in case_folders:
         t0 = time.monotonic()
         ct = load_openkbp_ct(folder)
-        pred = segment_volume(model, info, ct, device=device)
+        raw = segment_volume(model, info, ct, device=device)
         seconds = time.monotonic() - t0
         ref = load_openkbp_labels(folder, list(info.label_map.names))
-        res = compute_metrics(pred, ref, config=MetricsConfig(), case=Path(folder).name)
-        dice: dict[str, float] = {}
-        hd: dict[str, float] = {}
-        for name in info.label_map.names:
-            values: dict[str, Any] = dict(res.labels[_key(res.labels, name)].values)
-            dice[name] = float(values["dice"])
-            hd[name] = float(values["hd95"])
-        out.append(CaseScores(Path(folder).name, dice, hd, seconds))
-        logger.info("%s: mean Dice %.3f", Path(folder).name, float(np.mean(list(dice.values()))))
+        for lcc in largest_component:
+            pred = raw
+            if lcc:
+                from medseg.inference.postprocessing import keep_largest_component
+
+                arr = keep_largest_component(raw.array)
+                pred = LabelVolume(raw.volume.with_array(arr), raw.label_map)
+            res = compute_metrics(pred, ref, config=MetricsConfig(), case=Path(folder).name)
+            dice: dict[str, float] = {}
+            hd: dict[str, float] = {}
+            for name in info.label_map.names:
+                values: dict[str, Any] = dict(res.labels[_key(res.labels, name)].values)
+                dice[name] = float(values["dice"])
+                hd[name] = float(values["hd95"])
+            out.append(CaseScores(Path(folder).name, dice, hd, seconds, lcc))
+            logger.info(
+                "%s (lcc=%s): mean Dice %.3f", Path(folder).name, lcc, np.mean(list(dice.values()))
+            )
     return out
 
 
