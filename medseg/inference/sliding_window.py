@@ -241,8 +241,10 @@ class _SlabAccumulator:
         if probs is not None and self.wsum is not None:
             probs[(slice(None), *where)] = self._softmax(part, self.wsum[:n])
         keep = self.roi[0] - n
-        if keep > 0:
-            self.acc[:, :keep] = self.acc[:, n:].copy() if self.on_cpu else self.acc[:, n:].clone()
+        if keep > 0:  # one channel at a time: the temporary copy is 1/C of the buffer
+            for c in range(self.n_channels):
+                row = self.acc[c, n:]
+                self.acc[c, :keep] = row.copy() if self.on_cpu else row.clone()
         self.acc[:, max(keep, 0) :] = 0.0
         if self.wsum is not None:
             if keep > 0:
