@@ -1,0 +1,64 @@
+"""Behaviour of the shipped models (medseg/weights/wound.pt, lesion.pt) on real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from medseg.cli import main
+from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model, read_checkpoint
+
+
+@pytest.mark.parametrize("name", ["wound", "lesion"])
+def test_shipped_checkpoint_is_small_and_documented(name: str) -> None:
+    path = WEIGHTS_DIR / f"{name}.pt"
+    assert path.stat().st_size < 25e6
+    data = read_checkpoint(path)
+    assert data["spec"]["class_names"] == [name]
+    assert 0.05 <= data["metrics"]["score_threshold"] <= 0.7
+    assert data["config"]["weights"] is None  # trained from scratch, no third-party weights
+
+
+@pytest.mark.slow
+def test_no_wound_photo_gives_no_instances(tmp_path: Path, shared_data: Path) -> None:
+    # FUSeg 0457 is a real photo whose reference mask is empty (no wound), and a blank photo.
+    real = shared_data / "fuseg_wound" / "train" / "images" / "0457.png"
+    assert not np.asarray(Image.open(real.parent.parent / "labels" / "0457.png")).any()
+    blank = tmp_path / "blank.jpg"
+    Image.new("RGB", (320, 240), (205, 170, 150)).save(blank)
+    out = tmp_path / "out"
+    assert main(["photo", "predict", str(real), str(blank), "-o", str(out), "--no-progress"]) == 0
+    data = json.loads((out / "predictions.json").read_text())
+    for record, shape in zip(data["images"], [(512, 512), (240, 320)], strict=True):
+        assert record["instances"] == []
+        mask = np.asarray(Image.open(out / record["mask"]))
+        assert mask.shape == shape and mask.max() == 0
+
+
+@pytest.mark.slow
+def test_shipped_lesion_model_finds_a_lesion(tmp_path: Path, shared_data: Path) -> None:
+    _, spec, ckpt = load_photo_model("lesion")
+    assert spec.architecture == "mobilenet_v3_fpn"
+    photo = shared_data / "ham10000_skin_lesion" / "images" / "ISIC_0024311.jpg"
+    assert (
+        main(
+            [
+                "photo",
+                "predict",
+                str(photo),
+                "-o",
+                str(tmp_path),
+                "--model",
+                "lesion",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    data = json.loads((tmp_path / "predictions.json").read_text())
+    assert data["score_threshold"] == ckpt["metrics"]["score_threshold"]
+    assert (data["images"][0]["height"], data["images"][0]["width"]) == (450, 600)
