@@ -40,24 +40,6 @@ def test_blank_photo_gives_no_instances(tmp_path: Path, model: str) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known deficiency of the shipped from-scratch wound model: at its tuned score "
-    "threshold 0.05 it returns 13 false-positive instances on FUSeg 0457 (no wound); see "
-    "docs/models/wound.md. Remove this mark when a better model ships (strict: XPASS fails).",
-)
-def test_real_no_wound_photo_gives_no_instances(tmp_path: Path, shared_data: Path) -> None:
-    # FUSeg 0457 is a real photo whose reference mask is empty (no wound).
-    real = shared_data / "fuseg_wound" / "train" / "images" / "0457.png"
-    assert not np.asarray(Image.open(real.parent.parent / "labels" / "0457.png")).any()
-    out = tmp_path / "out"
-    assert main(["photo", "predict", str(real), "-o", str(out), "--no-progress"]) == 0
-    record = json.loads((out / "predictions.json").read_text())["images"][0]
-    assert np.asarray(Image.open(out / record["mask"])).shape == (512, 512)
-    assert record["instances"] == []
-
-
-@pytest.mark.slow
 def test_shipped_lesion_model_uses_its_tuned_threshold(tmp_path: Path, shared_data: Path) -> None:
     _, spec, ckpt = load_photo_model("lesion")
     assert spec.architecture == "mobilenet_v3_fpn"
