@@ -167,6 +167,21 @@ def _run_batch(
     return total / len(flips) if len(flips) > 1 else total
 
 
+def _argmax_channels(part: npt.NDArray[np.float32]) -> npt.NDArray[np.uint8]:
+    """``np.argmax(part, axis=0)`` (first maximum wins) without a transposed copy of ``part``.
+
+    ``np.argmax`` along the first axis copies the whole ``(C, ...)`` block; a running maximum
+    needs two arrays of one channel's size.
+    """
+    best = part[0].copy()
+    index = np.zeros(best.shape, dtype=np.uint16 if part.shape[0] > 255 else np.uint8)
+    for c in range(1, part.shape[0]):
+        better = part[c] > best
+        np.copyto(best, part[c], where=better)
+        index[better] = c
+    return index
+
+
 class _SlabAccumulator:
     """Blended logits of slices ``[base, base + roi_z)``: ``(C, roi_z, rows, cols)`` float32.
 
@@ -235,7 +250,7 @@ class _SlabAccumulator:
         part = self.acc[:, :n]
         where = (slice(self.base, stop), *self.plane)
         if self.on_cpu:
-            labels[where] = np.argmax(part, axis=0)
+            labels[where] = _argmax_channels(part)
         else:
             labels[where] = torch.argmax(part, dim=0).cpu().numpy()
         if probs is not None and self.wsum is not None:
