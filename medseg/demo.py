@@ -91,7 +91,7 @@ def run_demo(shared: Path, out: Path, *, patient: str = "pt_112", n_photos: int 
 
     # 3. RTSTRUCT back in, scored against the clinical contours
     series = load_volume(dicom_dir)
-    rtstruct = next(p for p in seg_dir.iterdir() if "rtstruct" in p.name)
+    rtstruct = seg_dir / "rtstruct.dcm"
     predicted = load_labels(rtstruct, reference=series)
     result = compute_metrics(
         predicted, reference, config=MetricsConfig(tolerance_mm=2.0), case=patient

@@ -3,7 +3,7 @@
 INPUT is a DICOM folder or file, a NIfTI/NRRD/MHA file or an OpenKBP patient folder. Writes
 ``OUTDIR/segmentation.nii.gz`` and ``OUTDIR/segmentation.json`` (label id → name, colour, SNOMED
 codes; model name and version; timings; warnings) and, with ``--format seg,rtstruct`` and a DICOM
-input, ``OUTDIR/segmentation_seg.dcm`` / ``OUTDIR/segmentation_rtstruct.dcm``. Existing outputs
+input, ``OUTDIR/seg.dcm`` / ``OUTDIR/rtstruct.dcm``. Existing outputs
 are kept unless ``--overwrite``.
 """
 
@@ -26,8 +26,8 @@ __all__ = ["FORMATS", "output_paths", "parse_formats", "register", "run_segment"
 FORMATS = ("nifti", "seg", "rtstruct")
 _FILES = {
     "nifti": "segmentation.nii.gz",
-    "seg": "segmentation_seg.dcm",
-    "rtstruct": "segmentation_rtstruct.dcm",
+    "seg": "seg.dcm",
+    "rtstruct": "rtstruct.dcm",
 }
 
 

@@ -74,8 +74,8 @@ def test_segment_dicom_series_to_seg_and_rtstruct(
     out = tmp_path / "out"
     argv = ["segment", str(series), "-o", str(out), "--model", str(checkpoint)]
     assert main([*argv, "--format", "nifti,seg,rtstruct", "--overlap", "0"]) == 0
-    seg = pydicom.dcmread(out / "segmentation_seg.dcm")
-    rts = pydicom.dcmread(out / "segmentation_rtstruct.dcm")
+    seg = pydicom.dcmread(out / "seg.dcm")
+    rts = pydicom.dcmread(out / "rtstruct.dcm")
     assert seg.Modality == "SEG" and rts.Modality == "RTSTRUCT"
     source = load_volume(series)
     assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == source.source.series_instance_uid
@@ -84,8 +84,8 @@ def test_segment_dicom_series_to_seg_and_rtstruct(
     side = json.loads((out / "segmentation.json").read_text())
     assert side["outputs"] == {
         "nifti": "segmentation.nii.gz",
-        "seg": "segmentation_seg.dcm",
-        "rtstruct": "segmentation_rtstruct.dcm",
+        "seg": "seg.dcm",
+        "rtstruct": "rtstruct.dcm",
     }
 
 
