@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from medseg.config import checked_mapping
 from medseg.errors import ConfigError, GeometryError, InputError
 from medseg.volume import Volume, orientation_code
 
@@ -95,12 +96,9 @@ class PreprocessingSpec:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PreprocessingSpec:
         """Build from a mapping, refusing unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown preprocessing keys {unknown}; known: {sorted(known)}.")
         kwargs: dict[str, Any] = {
-            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+            k: tuple(v) if isinstance(v, list) else v
+            for k, v in checked_mapping(cls, data, what="preprocessing spec").items()
         }
         return cls(**kwargs)
 

@@ -7,7 +7,6 @@ follows the organ sizes, not the volume size.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from medseg.config import checked_mapping
 from medseg.errors import ConfigError
 from medseg.volume import LabelMap
 
@@ -58,11 +58,7 @@ class PostprocessConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> PostprocessConfig:
         """Build from a mapping (e.g. YAML), refusing unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown postprocessing keys {unknown}; known: {sorted(known)}.")
-        return cls(**dict(data))
+        return cls(**checked_mapping(cls, data, what="postprocessing config"))
 
 
 def _boxes(labels: npt.NDArray[np.integer]) -> dict[int, tuple[slice, ...]]:

@@ -21,7 +21,6 @@ The model is loaded once and reused for every :meth:`~Predictor.predict` call.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 import os
@@ -35,6 +34,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from medseg.config import checked_mapping
 from medseg.errors import ConfigError, InputError, ModelError
 from medseg.inference.postprocessing import (
     PostprocessConfig,
@@ -127,11 +127,7 @@ class InferenceConfig:
         >>> c.overlap, c.postprocess.fill_holes
         (0.25, False)
         """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown inference keys {unknown}; known: {sorted(known)}.")
-        kw = dict(data)
+        kw = checked_mapping(cls, data, what="inference config")
         if isinstance(kw.get("postprocess"), Mapping):
             kw["postprocess"] = PostprocessConfig.from_dict(kw["postprocess"])
         return cls(**kw)

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from medseg.config import checked_mapping
 from medseg.errors import InputError
 from medseg.io.dicom_geometry import (
     SliceGeometry,
@@ -111,11 +112,8 @@ class DicomReadOptions:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DicomReadOptions:
         """Build from a YAML/JSON mapping, rejecting unknown keys."""
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise InputError(f"unknown DICOM read option(s) {unknown}; known: {sorted(known)}.")
-        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        checked = checked_mapping(cls, data, what="DICOM read options", error=InputError)
+        kw: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in checked.items()}
         return cls(**kw)
 
 

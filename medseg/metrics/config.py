@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from medseg.config import checked_mapping
 from medseg.errors import ConfigError
 from medseg.metrics.surfaces import SURFACE_DEFINITIONS
 
@@ -90,13 +91,7 @@ class MetricsConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MetricsConfig:
         """Build from a mapping, rejecting unknown keys."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown metrics config keys {unknown}; known keys: {sorted(known)}."
-            )
-        return cls(**dict(data))
+        return cls(**checked_mapping(cls, data, what="metrics config"))
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str]) -> MetricsConfig:

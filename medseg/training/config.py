@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from medseg.config import checked_mapping
 from medseg.errors import ConfigError
 from medseg.io.openkbp import OPENKBP_OARS
 from medseg.preprocess import PreprocessingSpec
@@ -129,14 +130,7 @@ def _plain(obj: Any) -> Any:
 
 
 def _build(cls: type[T], data: Any, where: str) -> T:
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}.")
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}.")
+    data = checked_mapping(cls, {} if data is None else data, what=where)
     kwargs = {k: tuple(v) if isinstance(v, list) and k != "options" else v for k, v in data.items()}
     try:
         return cls(**kwargs)

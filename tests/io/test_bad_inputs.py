@@ -277,7 +277,7 @@ def test_tolerated_header_problems_warn_and_load(
 def test_invalid_options_are_config_errors() -> None:
     with pytest.raises(InputError, match="orientation must be one of"):
         DicomReadOptions(orientation="oblique")
-    with pytest.raises(InputError, match="unknown DICOM read option"):
+    with pytest.raises(InputError, match="DICOM read options: unknown keys"):
         DicomReadOptions.from_dict({"modality": "CT", "resample": True})
     assert DicomReadOptions.from_dict({"image_type": ["ORIGINAL"]}).image_type == ("ORIGINAL",)
 
