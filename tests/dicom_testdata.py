@@ -16,6 +16,19 @@ import pydicom
 from medseg.io.dicom_write import SeriesInfo, write_dicom_series
 from medseg.volume import DicomSource, LabelMap, LabelVolume, Volume, affine_from_geometry
 
+#: Attributes copied from the source series into every SEG/RTSTRUCT we write.
+PATIENT_STUDY = (
+    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
+    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
+)  # fmt: skip
+#: Type 1/2 attributes of the RT Structure Set IOD checked on every RTSTRUCT we write.
+RT_REQUIRED = (
+    "SeriesInstanceUID", "SeriesNumber", "OperatorsName", "Manufacturer", "StructureSetLabel",
+    "StructureSetDate", "StructureSetTime", "FrameOfReferenceUID", "PositionReferenceIndicator",
+)  # fmt: skip
+#: The export round-trip cases (keys of the ``all_exports`` fixture).
+EXPORT_CASES = ["axial", "negated", "feet_first", "sagittal", "coronal", "totalseg", "ct3slice"]
+
 
 def reference_from_folder(folder: Path, *, with_pixels: bool = False) -> Volume:
     """Reference Volume of a one-series DICOM folder, slices sorted along the normal."""

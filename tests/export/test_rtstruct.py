@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from dicom_testdata import Exported, centroid_mm, dciodvfy, dice
+from dicom_testdata import EXPORT_CASES as CASES
+from dicom_testdata import PATIENT_STUDY, RT_REQUIRED, Exported, centroid_mm, dciodvfy, dice
 
 from medseg.errors import ExportError
 from medseg.export import write_rtstruct
@@ -17,16 +18,6 @@ from medseg.export.contours import mask_to_contours
 from medseg.io import load_labels, save_volume
 from medseg.io.image_files import read_image_file
 from medseg.volume import LabelMap, LabelVolume, Volume
-
-PATIENT_STUDY = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-)  # fmt: skip
-RT_REQUIRED = (
-    "SeriesInstanceUID", "SeriesNumber", "OperatorsName", "Manufacturer", "StructureSetLabel",
-    "StructureSetDate", "StructureSetTime", "FrameOfReferenceUID", "PositionReferenceIndicator",
-)  # fmt: skip
-CASES = ["axial", "negated", "feet_first", "sagittal", "coronal", "totalseg", "ct3slice"]
 
 
 @pytest.mark.parametrize("case", CASES)

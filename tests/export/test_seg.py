@@ -8,7 +8,8 @@ import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
-from dicom_testdata import Exported, dciodvfy
+from dicom_testdata import EXPORT_CASES as CASES
+from dicom_testdata import PATIENT_STUDY, Exported, dciodvfy
 from pydicom.uid import UID
 
 from medseg.errors import ExportError, GeometryError
@@ -16,16 +17,6 @@ from medseg.export import write_dicom_seg
 from medseg.io import load_labels
 from medseg.io.dicom_labels import load_dicom_labels
 from medseg.volume import LabelMap, LabelVolume, Volume
-
-PATIENT_STUDY = (
-    "PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyInstanceUID",
-    "StudyDate", "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName",
-)  # fmt: skip
-RT_REQUIRED = (
-    "SeriesInstanceUID", "SeriesNumber", "OperatorsName", "Manufacturer", "StructureSetLabel",
-    "StructureSetDate", "StructureSetTime", "FrameOfReferenceUID", "PositionReferenceIndicator",
-)  # fmt: skip
-CASES = ["axial", "negated", "feet_first", "sagittal", "coronal", "totalseg", "ct3slice"]
 
 
 @pytest.mark.parametrize("case", CASES)
