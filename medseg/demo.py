@@ -134,19 +134,27 @@ def _render_overlay(ct, predicted, reference, png: Path) -> None:  # type: ignor
 
     counts = (reference.array > 0).sum(axis=(1, 2))
     k = int(np.argmax(counts))
-    fig, ax = plt.subplots(figsize=(6, 6))
-    ax.imshow(np.clip(ct.array[k], -200, 300), cmap="gray")
+    rows, cols = np.nonzero(ct.array[k] > -500)
+    if rows.size:  # crop to the body with a margin
+        r0, r1 = max(rows.min() - 4, 0), rows.max() + 5
+        c0, c1 = max(cols.min() - 4, 0), cols.max() + 5
+    else:
+        r0, r1, c0, c1 = 0, ct.shape[1], 0, ct.shape[2]
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.imshow(np.clip(ct.array[k, r0:r1, c0:c1], -200, 300), cmap="gray")
     for entry in predicted.label_map:
         color = np.array(entry.color) / 255.0
-        m = predicted.array[k] == entry.id
+        if color.min() > 0.8:  # near-white organ colours vanish on bone: draw them in red
+            color = np.array([1.0, 0.2, 0.2])
+        m = predicted.array[k, r0:r1, c0:c1] == entry.id
         if m.any():
-            ax.contour(m, levels=[0.5], colors=[color], linewidths=1.5)
+            ax.contour(m, levels=[0.5], colors=[color], linewidths=2.0)
         try:
-            r = reference.array[k] == reference.label_map.id_of(entry.name)
+            r = reference.array[k, r0:r1, c0:c1] == reference.label_map.id_of(entry.name)
         except InputError:
             continue
         if r.any():
-            ax.contour(r, levels=[0.5], colors=[color], linewidths=1.0, linestyles="dashed")
+            ax.contour(r, levels=[0.5], colors=[color], linewidths=1.2, linestyles="dashed")
     ax.set_title(f"slice {k}: predicted (solid) vs clinical (dashed)")
     ax.axis("off")
     fig.savefig(png, dpi=100, bbox_inches="tight")
