@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -150,20 +148,6 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise ExportError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
-
-
-def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
-    """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it into place."""
-    fd, tmp_name = tempfile.mkstemp(prefix="." + path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        writer(tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def match_reference_grid(labels: LabelVolume, reference: Volume) -> LabelVolume:

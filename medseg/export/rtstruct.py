@@ -33,9 +33,9 @@ from medseg.export._common import (
     check_output,
     check_source_geometry,
     read_source_headers,
-    write_atomic,
 )
 from medseg.export.contours import mask_to_contours
+from medseg.io.atomic import write_atomic
 from medseg.volume import DicomSource, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)

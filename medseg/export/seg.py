@@ -27,8 +27,8 @@ from medseg.export._common import (
     check_output,
     check_source_geometry,
     read_source_headers,
-    write_atomic,
 )
+from medseg.io.atomic import write_atomic
 from medseg.volume import LabelEntry, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
+from medseg.io.atomic import write_atomic
 from medseg.io.dicom_series import DicomReadOptions
 from medseg.io.image_files import detect_file_format, read_image_file, write_image_file
 from medseg.volume import LabelMap, LabelVolume, Volume
@@ -205,7 +206,5 @@ def save_labels(
         "warnings": list(labels.warnings),
     }
     payload.update(extra or {})
-    tmp = side.with_name("." + side.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, side)
+    write_atomic(side, lambda tmp: tmp.write_text(json.dumps(payload, indent=2)))
     return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import logging
 import os
-import tempfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from medseg.errors import ExportError, InputError
+from medseg.io.atomic import write_atomic
 from medseg.volume import Volume, from_nibabel, from_sitk, to_nibabel, to_sitk
 
 logger = logging.getLogger(__name__)
@@ -142,11 +142,8 @@ def write_image_file(
         raise ExportError(f"{p}: unknown output suffix {suffix!r}; use one of {sorted(_SUFFIXES)}.")
     if p.exists() and not overwrite:
         raise ExportError(f"{p} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=p.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+
+    def writer(tmp: Path) -> None:
         if fmt == "nifti":
             import nibabel as nib
 
@@ -155,9 +152,7 @@ def write_image_file(
             import SimpleITK as sitk
 
             sitk.WriteImage(to_sitk(volume), str(tmp), useCompression=True)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+
+    write_atomic(p, writer)
     logger.debug("wrote %s", p)
     return p

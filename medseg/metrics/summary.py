@@ -13,14 +13,15 @@ import io
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medseg.errors import ExportError
+from medseg.io.atomic import write_atomic
 from medseg.metrics.case import CaseResult, label_key
 
 logger = logging.getLogger(__name__)
@@ -142,16 +143,7 @@ def write_text_atomic(text: str, path: str | os.PathLike[str], *, overwrite: boo
     p = Path(path)
     if p.exists() and not overwrite:
         raise ExportError(f"{p} exists; pass --overwrite to replace it.")
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, p)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return p
+    return write_atomic(p, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def box_plots(
@@ -205,14 +197,9 @@ def box_plots(
         ax.set_ylabel(m + unit)
         ax.set_title(f"{m} across {len(results)} case(s)")
         fig.tight_layout()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=out_dir)
-        os.close(fd)
         try:
-            fig.savefig(tmp, dpi=100)
-            os.replace(tmp, target)
+            write_atomic(target, partial(fig.savefig, dpi=100, format="png"))
         finally:
             plt.close(fig)
-            if os.path.exists(tmp):
-                os.unlink(tmp)
         written.append(target)
     return written

@@ -35,7 +35,6 @@ import json
 import logging
 import os
 import pickle
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ import torch
 from torch import nn
 
 from medseg.errors import ConfigError, InputError, ModelError
+from medseg.io.atomic import write_atomic
 from medseg.preprocess import PreprocessingSpec
 from medseg.volume import LabelMap
 
@@ -183,17 +183,7 @@ def save_checkpoint(
     if training_state is not None:
         payload["training_state"] = dict(training_state)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are ordinary data files
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return out
+    return write_atomic(out, lambda tmp: torch.save(payload, tmp))
 
 
 def resolve_checkpoint_path(name_or_path: str | os.PathLike[str]) -> Path:

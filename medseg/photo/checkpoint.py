@@ -8,8 +8,6 @@ optional ``"config"``, ``"metrics"``, ``"optimizer"``, ``"scheduler"``, ``"epoch
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ import torch
 from torchvision.models.detection import MaskRCNN
 
 from medseg.errors import ModelError
+from medseg.io.atomic import write_atomic
 from medseg.photo.models import ModelSpec, build_maskrcnn
 
 logger = logging.getLogger(__name__)
@@ -40,16 +39,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any], *, half: bool = F
         data["model"] = {
             k: (v.half() if v.is_floating_point() else v) for k, v in payload["model"].items()
         }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(data, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(data, tmp))
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

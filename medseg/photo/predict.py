@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from medseg.errors import ExportError, InputError
+from medseg.io.atomic import write_atomic
 from medseg.photo.checkpoint import load_photo_model, resolve_model
 from medseg.photo.datasets import read_photo
 from medseg.photo.inference import overlay, predict_array, select_device
@@ -36,14 +35,7 @@ __all__ = ["predict_files", "write_png"]
 
 def write_png(path: Path, array: npt.NDArray[np.uint8]) -> None:
     """Atomically write a uint8 array (rows, columns[, 3]) as PNG."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        Image.fromarray(array).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
 
 
 def predict_files(
