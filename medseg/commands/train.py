@@ -25,6 +25,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--output-dir", help="override output_dir")
     p.add_argument("--epochs", type=int, help="override optim.epochs")
     p.add_argument("--max-cases", type=int, help="use only the first N cases (smoke runs)")
+    p.add_argument(
+        "--fold",
+        type=int,
+        help="override data.fold (cross-validation; fills {fold} in output_dir/srm.checkpoint)",
+    )
     p.add_argument("--max-minutes", type=float, help="override optim.max_minutes")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
@@ -46,8 +51,13 @@ def run(args: argparse.Namespace) -> int:
         optim["max_minutes"] = args.max_minutes
     if optim:
         overrides["optim"] = optim
+    data: dict[str, Any] = {}
     if args.max_cases is not None:
-        overrides["data"] = {"max_cases": args.max_cases}
+        data["max_cases"] = args.max_cases
+    if args.fold is not None:
+        data["fold"] = args.fold
+    if data:
+        overrides["data"] = data
     cfg = load_train_config(args.config, overrides)
     bar = None if args.no_progress else tqdm(desc=cfg.name, unit="step", dynamic_ncols=True)
 

@@ -151,7 +151,10 @@ def load_train_config(
     """Read a training YAML file (relative paths resolved against its folder).
 
     ``overrides`` is merged per section before validation, e.g.
-    ``{"optim": {"epochs": 1}, "output_dir": "/tmp/run"}``.
+    ``{"optim": {"epochs": 1}, "output_dir": "/tmp/run"}``. ``{fold}`` in ``output_dir`` and
+    ``srm.checkpoint`` is replaced by ``data.fold`` (``all`` when it is null), so one file serves
+    every fold of a cross-validation and each fold gets its own SRM, trained on that fold's
+    training cases only.
     """
     p = Path(path)
     try:
@@ -179,19 +182,21 @@ def load_train_config(
         raise ConfigError(f"{p}: data.root {data.root!r} is not a folder.")
     if data.fold is not None and not 0 <= data.fold < data.folds:
         raise ConfigError(f"{p}: data.fold must be in 0..{data.folds - 1} or null.")
+    fold_tag = "all" if data.fold is None else str(data.fold)
     srm = None
     if raw.get("srm") is not None:
         srm = _build(SRMConfig, raw["srm"], f"{p}: srm")
         if not srm.checkpoint:
             raise ConfigError(f"{p}: srm.checkpoint must name where the SRM is stored.")
-        srm = dataclasses.replace(srm, checkpoint=_resolve(base, srm.checkpoint))
+        ckpt = srm.checkpoint.replace("{fold}", fold_tag)
+        srm = dataclasses.replace(srm, checkpoint=_resolve(base, ckpt))
     try:
         spec = PreprocessingSpec.from_dict(raw.get("preprocessing") or {})
     except ConfigError as exc:
         raise ConfigError(f"{p}: preprocessing: {exc}") from exc
     cfg = TrainConfig(
         name=str(raw["name"]),
-        output_dir=_resolve(base, str(raw["output_dir"])),
+        output_dir=_resolve(base, str(raw["output_dir"]).replace("{fold}", fold_tag)),
         data=data,
         preprocessing=spec,
         model=_build(ModelConfig, raw.get("model"), f"{p}: model"),

@@ -28,9 +28,10 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from medseg.errors import ConfigError, ModelError
+from medseg.errors import ModelError
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
+from medseg.runtime import autocast_dtype, select_device
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
     deterministic_transforms,
@@ -43,7 +44,7 @@ from medseg.volume import LabelMap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "dice_per_label", "select_device", "train"]
+__all__ = ["TrainResult", "dice_per_label", "select_device", "srm_reconstruction_dice", "train"]
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -60,15 +61,6 @@ class TrainResult:
     steps_done: int
     elapsed_s: float
     stopped_early: bool
-
-
-def select_device(name: str) -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: cuda requested but no CUDA device is available; use auto.")
-    return torch.device(name)
 
 
 def dice_per_label(pred: np.ndarray, gt: np.ndarray, label_ids: Sequence[int]) -> list[float]:
@@ -136,7 +128,37 @@ def _onehot(label: torch.Tensor, k: int) -> torch.Tensor:
     return nnf.one_hot(label[:, 0].long(), k).permute(0, 4, 1, 2, 3).float()
 
 
-def _train_srm(cfg: TrainConfig, k: int, device: torch.device, case_ids: list[str]) -> None:
+def srm_reconstruction_dice(
+    model: nn.Module, cfg: TrainConfig, case_ids: Sequence[str], device: torch.device
+) -> dict[str, float]:
+    """Mean Dice per organ of ``argmax(SRM(onehot(gt)))`` vs ``gt`` over whole label crops.
+
+    How well the shape autoencoder reproduces unseen label maps: an SRM that cannot reconstruct
+    an organ carries no shape information about it into the regularised loss.
+    """
+    from medseg.training.data import LoadLabelsOnlyd
+
+    k = len(cfg.data.labels) + 1
+    load = LoadLabelsOnlyd(cfg.data.labels, cfg.preprocessing, margin=16)
+    scores = []
+    model.eval()
+    with torch.no_grad():
+        for c in case_ids:
+            label = torch.as_tensor(load({"case": str(Path(cfg.data.root) / c)})["label"])
+            label = label[None].long().to(device)
+            rec = torch.argmax(model(_onehot(label, k)), dim=1)[0].cpu().numpy()
+            scores.append(dice_per_label(rec, label[0, 0].cpu().numpy(), range(1, k)))
+    per_label = np.nanmean(np.array(scores, dtype=float), axis=0)
+    return dict(zip(cfg.data.labels, map(float, per_label), strict=True))
+
+
+def _train_srm(
+    cfg: TrainConfig,
+    k: int,
+    device: torch.device,
+    case_ids: list[str],
+    val_ids: Sequence[str] = (),
+) -> None:
     """Stage 1: fit the shape autoencoder to (noised) one-hot ground-truth patches."""
     from monai.data import CacheDataset
     from monai.losses import DiceCELoss
@@ -183,10 +205,17 @@ def _train_srm(cfg: TrainConfig, k: int, device: torch.device, case_ids: list[st
             losses.append(float(loss.detach()))
         rows.append({"epoch": epoch + 1, "srm_loss": float(np.mean(losses))})
         logger.info("SRM epoch %d/%d loss %.4f", epoch + 1, srm_cfg.epochs, rows[-1]["srm_loss"])
-    metrics = {
+    metrics: dict[str, Any] = {
         "final_loss": rows[-1]["srm_loss"] if rows else None,
         "train_s": time.monotonic() - t0,
     }
+    if val_ids:
+        metrics["val_recon_dice"] = srm_reconstruction_dice(model, cfg, val_ids, device)
+        logger.info(
+            "SRM reconstruction Dice on %d held-out label maps: %s",
+            len(val_ids),
+            ", ".join(f"{n} {v:.3f}" for n, v in metrics["val_recon_dice"].items()),
+        )
     save_checkpoint(
         srm_cfg.checkpoint,
         model,
@@ -213,13 +242,19 @@ def _load_srm(cfg: TrainConfig, k: int, device: torch.device) -> nn.Module:
 
 
 def _validate(
-    model: nn.Module, val_ds: Any, cfg: TrainConfig, device: torch.device, k: int
+    model: nn.Module,
+    val_ds: Any,
+    cfg: TrainConfig,
+    device: torch.device,
+    k: int,
+    *,
+    amp_dtype: torch.dtype | None = None,
 ) -> list[list[float]]:
     from monai.inferers import sliding_window_inference
 
     model.eval()
     scores = []
-    with torch.no_grad():
+    with torch.no_grad(), _autocast(device, amp_dtype):
         for item in val_ds:
             image = torch.as_tensor(item["image"])[None].to(device)
             logits = sliding_window_inference(
@@ -229,6 +264,11 @@ def _validate(
             scores.append(dice_per_label(pred, np.asarray(item["label"])[0], range(1, k)))
     model.train()
     return scores
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast context for ``dtype`` (disabled when ``None``)."""
+    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _write_log(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -283,7 +323,9 @@ def train(
         torch.set_num_threads(int(cfg.num_threads))
     _seed_everything(cfg.seed)
     device = select_device(cfg.device)
-    use_amp = cfg.optim.amp and device.type == "cuda"
+    # optim.amp: float16 on CUDA (with loss scaling), bfloat16 on CPUs with native bf16
+    amp_dtype = autocast_dtype(device) if cfg.optim.amp else None
+    logger.info("device %s, autocast %s", device, amp_dtype or "off (float32)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     train_cases, val_cases = split_cases(list_cases(cfg.data.root), cfg.data)
@@ -292,7 +334,8 @@ def train(
     label_map = LabelMap.from_names(list(cfg.data.labels))
     k = len(label_map) + 1
     if cfg.srm is not None and not Path(cfg.srm.checkpoint).is_file():
-        _train_srm(cfg, k, device, train_cases)  # stage 1 (labels only), before caching CTs
+        # stage 1 (labels only), before caching CTs
+        _train_srm(cfg, k, device, train_cases, val_cases)
     t_load = time.monotonic()
     train_ds, val_ds = _datasets(cfg, train_cases, val_cases)
     logger.info(
@@ -324,7 +367,7 @@ def train(
         return max(0.0, 1.0 - frac) ** 0.9
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, poly)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     rows: list[dict[str, Any]] = []
     epoch0, step, best, elapsed0 = 0, 0, -math.inf, 0.0
@@ -379,7 +422,7 @@ def train(
         losses = []
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
-            with torch.autocast(device.type, enabled=use_amp):
+            with _autocast(device, amp_dtype):
                 logits = model(image)
             loss = loss_fn(logits.float(), label)
             opt.zero_grad(set_to_none=True)
@@ -408,7 +451,7 @@ def train(
         }
         last_epoch = epoch == cfg.optim.epochs or stopped
         if val_ds is not None and (epoch % cfg.optim.val_every == 0 or last_epoch):
-            scores = np.array(_validate(model, val_ds, cfg, device, k))
+            scores = np.array(_validate(model, val_ds, cfg, device, k, amp_dtype=amp_dtype))
             per_label = np.nanmean(scores, axis=0)
             mean = float(np.nanmean(per_label))
             row["val_mean_dice"] = mean

@@ -52,3 +52,18 @@ def test_folds_partition_the_real_cases(shared_data: Path) -> None:
     assert sorted(seen) == sorted(cases)
     # deterministic
     assert split_cases(cases, DataConfig(fold=0)) == split_cases(cases, DataConfig(fold=0))
+
+
+def test_fold_placeholder_gives_each_fold_its_own_run_and_srm(shared_data: Path) -> None:
+    src = PIPELINES / "train_hn_oar_fcn_srm.yaml"
+    runs = (PIPELINES.parent / "runs").resolve()
+    for fold in (0, 2):
+        cfg = load_train_config(src, {"data": {"fold": fold}})
+        assert cfg.data.fold == fold
+        assert cfg.output_dir == str(runs / f"hn_oar_fcn_srm_fold{fold}")
+        assert cfg.srm is not None
+        assert cfg.srm.checkpoint == str(runs / f"srm_fold{fold}" / "srm.pt")
+    cfg = load_train_config(src, {"data": {"fold": None}})
+    assert cfg.output_dir.endswith("hn_oar_fcn_srm_foldall")
+    with pytest.raises(ConfigError, match=r"data.fold must be in 0..2"):
+        load_train_config(src, {"data": {"fold": 3}})

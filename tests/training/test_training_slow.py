@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -68,11 +69,13 @@ def test_cli_train_two_iterations_writes_loadable_checkpoint(
         "../../shared/data/openkbp_hn_ct/train-pats",
         str(shared_data / "openkbp_hn_ct" / "train-pats"),
     )
-    text = text.replace("../runs/srm_fold0/srm.pt", str(tmp_path / "srm.pt"))
-    text = text.replace("  epochs: 4\n", "  epochs: 1\n")  # SRM stage: one epoch
+    assert "../runs/srm_fold{fold}/srm.pt" in text
+    text = text.replace("../runs/srm_fold{fold}/srm.pt", str(tmp_path / "srm_{fold}.pt"))
+    text = re.sub(r"(?m)^  epochs: 50 .*$", "  epochs: 1", text)  # SRM stage: one epoch
     cfg = _write(tmp_path / "cfg.yaml", text)
     out = tmp_path / "run"
-    code = main(["train", str(cfg), "--epochs", "1", "--max-cases", "3", "--output-dir", str(out)])
+    argv = ["train", str(cfg), "--epochs", "1", "--max-cases", "3", "--output-dir", str(out)]
+    code = main([*argv, "--fold", "1"])
     assert code == 0
     cases = json.loads((out / "cases.json").read_text())
     assert len(cases["train"]) == 2 and len(cases["val"]) == 1
@@ -82,27 +85,20 @@ def test_cli_train_two_iterations_writes_loadable_checkpoint(
     assert (out / "learning_curve.png").stat().st_size > 1000
     model, info = load_checkpoint(out / "best.pt")
     assert info.model_name == "unet3d" and info.label_map.names[-1] == "Mandible"
-    assert info.config["srm"]["checkpoint"] == str(tmp_path / "srm.pt")
-    _srm, srm_info = load_checkpoint(tmp_path / "srm.pt")
+    assert info.config["srm"]["checkpoint"] == str(tmp_path / "srm_1.pt")
+    assert info.config["data"]["fold"] == 1
+    _srm, srm_info = load_checkpoint(tmp_path / "srm_1.pt")
     assert srm_info.model_name == "srm"
+    # stage 1 scored the SRM's reconstruction of the held-out case's label map
+    recon = srm_info.metrics["val_recon_dice"]
+    assert sorted(recon) == sorted(info.label_map.names)
+    assert all(0.0 <= v <= 1.0 for v in recon.values())  # every organ is in every case
     with torch.no_grad():
         y = model(torch.zeros(1, 1, 17, 19, 23))
     assert y.shape == (1, 8, 17, 19, 23)
     # resume continues from last.pt for one more epoch
-    code = main(
-        [
-            "train",
-            str(cfg),
-            "--epochs",
-            "2",
-            "--max-cases",
-            "3",
-            "--output-dir",
-            str(out),
-            "--resume",
-            str(out / "last.pt"),
-        ]
-    )
+    argv[3] = "2"  # --epochs 2
+    code = main([*argv, "--fold", "1", "--resume", str(out / "last.pt")])
     assert code == 0
     rows = list(csv.DictReader((out / "log.csv").open()))
     assert [r["step"] for r in rows] == ["2", "4"]
