@@ -21,9 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from medseg.errors import ModelError
 from medseg.io.openkbp import load_openkbp_ct, load_openkbp_labels
 from medseg.models import CheckpointInfo, load_checkpoint
 from medseg.preprocess import (
+    PreprocessingSpec,
     apply_spec,
     body_bounding_box,
     crop,
@@ -34,7 +36,13 @@ from medseg.volume import LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaseScores", "evaluate_checkpoint", "segment_volume", "srm_reconstruction_dice"]
+__all__ = [
+    "CaseScores",
+    "evaluate_checkpoint",
+    "reconstruction_dice",
+    "segment_volume",
+    "srm_reconstruction_dice",
+]
 
 
 def segment_volume(
@@ -136,27 +144,46 @@ def _key(labels: dict[str, Any], name: str) -> str:
     return key if key in labels else name
 
 
-def srm_reconstruction_dice(
-    checkpoint: str | os.PathLike[str], case_folders: Sequence[str | os.PathLike[str]]
+def reconstruction_dice(
+    model: nn.Module,
+    label_names: Sequence[str],
+    spec: PreprocessingSpec,
+    case_folders: Sequence[str | os.PathLike[str]],
+    *,
+    device: str | torch.device = "cpu",
 ) -> dict[str, float]:
-    """Mean Dice per organ of ``D(E(onehot(gt)))`` vs ``gt``: how well a trained SRM encodes shapes.
+    """Mean Dice per organ of ``argmax(SRM(onehot(gt)))`` vs ``gt`` over OpenKBP cases.
 
-    Each reference label map is brought to the SRM's PreprocessingSpec grid (labels only) and
-    passed through the autoencoder whole.
+    Each reference label map is brought to ``spec``'s grid and cropped to the box around its
+    organs plus 16 voxels, exactly as the SRM's stage-1 training patches are made
+    (:class:`medseg.training.data.LoadLabelsOnlyd`), and passed through the autoencoder whole.
+    An SRM that cannot reconstruct an organ carries no shape information about it into the
+    regularised loss.
     """
     import torch.nn.functional as nnf
 
+    from medseg.training.data import LoadLabelsOnlyd
     from medseg.training.loop import dice_per_label
 
-    model, info = load_checkpoint(checkpoint)
-    k = int(info.model_options["out_channels"])
+    k = len(label_names) + 1
+    load = LoadLabelsOnlyd(label_names, spec, margin=16)
     scores = []
+    model.eval()
     for folder in case_folders:
-        lab = load_openkbp_labels(folder, list(info.label_map.names)).volume
-        arr = apply_spec(lab, info.preprocessing, order=0).array.astype(np.int64)
-        x = nnf.one_hot(torch.as_tensor(arr), k).permute(3, 0, 1, 2)[None].float()
+        arr = torch.as_tensor(load({"case": str(folder)})["label"][0].astype(np.int64))
+        x = nnf.one_hot(arr, k).permute(3, 0, 1, 2)[None].float().to(device)
         with torch.no_grad():
-            rec = model(x).argmax(1)[0].numpy()
-        scores.append(dice_per_label(rec, arr, range(1, k)))
-    mean = np.nanmean(np.array(scores), axis=0)
-    return {n: float(v) for n, v in zip(info.label_map.names, mean, strict=True)}
+            rec = model(x).argmax(1)[0].cpu().numpy()
+        scores.append(dice_per_label(rec, arr.numpy(), range(1, k)))
+    mean = np.nanmean(np.array(scores, dtype=float), axis=0)
+    return {n: float(v) for n, v in zip(label_names, mean, strict=True)}
+
+
+def srm_reconstruction_dice(
+    checkpoint: str | os.PathLike[str], case_folders: Sequence[str | os.PathLike[str]]
+) -> dict[str, float]:
+    """:func:`reconstruction_dice` of a saved SRM checkpoint (its labels and grid)."""
+    model, info = load_checkpoint(checkpoint)
+    if info.model_name != "srm":
+        raise ModelError(f"{checkpoint}: holds a {info.model_name!r} model, not an SRM.")
+    return reconstruction_dice(model, list(info.label_map.names), info.preprocessing, case_folders)

@@ -44,7 +44,7 @@ from medseg.volume import LabelMap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "dice_per_label", "select_device", "srm_reconstruction_dice", "train"]
+__all__ = ["TrainResult", "dice_per_label", "select_device", "train"]
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -128,30 +128,6 @@ def _onehot(label: torch.Tensor, k: int) -> torch.Tensor:
     return nnf.one_hot(label[:, 0].long(), k).permute(0, 4, 1, 2, 3).float()
 
 
-def srm_reconstruction_dice(
-    model: nn.Module, cfg: TrainConfig, case_ids: Sequence[str], device: torch.device
-) -> dict[str, float]:
-    """Mean Dice per organ of ``argmax(SRM(onehot(gt)))`` vs ``gt`` over whole label crops.
-
-    How well the shape autoencoder reproduces unseen label maps: an SRM that cannot reconstruct
-    an organ carries no shape information about it into the regularised loss.
-    """
-    from medseg.training.data import LoadLabelsOnlyd
-
-    k = len(cfg.data.labels) + 1
-    load = LoadLabelsOnlyd(cfg.data.labels, cfg.preprocessing, margin=16)
-    scores = []
-    model.eval()
-    with torch.no_grad():
-        for c in case_ids:
-            label = torch.as_tensor(load({"case": str(Path(cfg.data.root) / c)})["label"])
-            label = label[None].long().to(device)
-            rec = torch.argmax(model(_onehot(label, k)), dim=1)[0].cpu().numpy()
-            scores.append(dice_per_label(rec, label[0, 0].cpu().numpy(), range(1, k)))
-    per_label = np.nanmean(np.array(scores, dtype=float), axis=0)
-    return dict(zip(cfg.data.labels, map(float, per_label), strict=True))
-
-
 def _train_srm(
     cfg: TrainConfig,
     k: int,
@@ -210,7 +186,16 @@ def _train_srm(
         "train_s": time.monotonic() - t0,
     }
     if val_ids:
-        metrics["val_recon_dice"] = srm_reconstruction_dice(model, cfg, val_ids, device)
+        from medseg.training.evaluate import reconstruction_dice
+
+        root = Path(cfg.data.root)
+        metrics["val_recon_dice"] = reconstruction_dice(
+            model,
+            cfg.data.labels,
+            cfg.preprocessing,
+            [root / c for c in val_ids],
+            device=device,
+        )
         logger.info(
             "SRM reconstruction Dice on %d held-out label maps: %s",
             len(val_ids),
