@@ -5,7 +5,9 @@ Same process, same photo (a real FUSeg wound photo, 512x512), same thread count.
 (random weights -- nothing may be downloaded here; at most 20 detections kept, like the shipped
 models, since random weights otherwise return 100 low-score masks to paste), run at
 its default ``min_size=800`` and also at the shipped models' input size for a like-for-like
-comparison. Prints one line per model and the ratio peer / ours.
+comparison. The shipped models are timed in float32 and under CPU bfloat16 autocast
+(``medseg photo predict --bf16``); the peer in float32. Prints one line per model and the ratio
+peer / ours.
 
     .venv/bin/python benchmarks/photo.py [--threads 1] [--repeats 5]
 """
@@ -28,16 +30,19 @@ PHOTO = REPO.parent / "shared" / "data" / "fuseg_wound" / "train" / "images" / "
 
 
 @torch.no_grad()
-def seconds_per_photo(model: torch.nn.Module, image: torch.Tensor, repeats: int) -> float:
+def seconds_per_photo(
+    model: torch.nn.Module, image: torch.Tensor, repeats: int, *, bf16: bool = False
+) -> float:
     """Median wall-clock seconds of one forward pass (after one warm-up)."""
     model.eval()
-    n = len(model([image])[0]["scores"])
-    print(f"  ({type(model).__name__}: {n} detections per photo)", flush=True)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        model([image])
-        times.append(time.perf_counter() - start)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        n = len(model([image])[0]["scores"])
+        print(f"  ({type(model).__name__}: {n} detections per photo)", flush=True)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            model([image])
+            times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
@@ -60,6 +65,9 @@ def main() -> None:
         sizes.add(spec.image_size)
         results[f"{name} ({spec.architecture}, {spec.image_size}px)"] = seconds_per_photo(
             model, image, args.repeats
+        )
+        results[f"{name} ({spec.architecture}, {spec.image_size}px, bf16)"] = seconds_per_photo(
+            model, image, args.repeats, bf16=True
         )
     # Random weights give many low-confidence detections, and pasting each mask back costs time,
     # so the peer keeps at most as many detections as the shipped models (20).
@@ -88,7 +96,8 @@ def main() -> None:
         if model_name in peers:
             continue
         for peer_name, theirs in peers.items():
-            print(f"ratio {peer_name} / {model_name.split()[0]}: {theirs / mine:.1f}x")
+            label = model_name.split()[0] + (" bf16" if "bf16" in model_name else "")
+            print(f"ratio {peer_name} / {label}: {theirs / mine:.1f}x")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
     p.add_argument("--output-dir", help="override output_dir")
     p.add_argument("--epochs", type=int, help="override epochs")
+    p.add_argument("--iterations", type=int, help="override iterations (optimizer steps)")
+    p.add_argument("--fold", type=int, help="override the held-out group fold")
     p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time")
     p.add_argument("--weights", help="user-supplied COCO/ImageNet state dict (weights_only)")
     p.add_argument("--data-root", help="override data_root")
@@ -43,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="keep instances scoring at least this (default: the model's tuned threshold)",
     )
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--bf16", action="store_true", help="CPU bfloat16 autocast (faster on AVX512-BF16 CPUs)"
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
@@ -70,6 +75,8 @@ def _train(args: argparse.Namespace) -> int:
         args.config,
         output_dir=args.output_dir,
         epochs=args.epochs,
+        iterations=args.iterations,
+        fold=args.fold,
         max_minutes=args.max_minutes,
         weights=str(Path(args.weights).resolve()) if args.weights else None,
         data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
@@ -92,6 +99,7 @@ def _predict(args: argparse.Namespace) -> int:
             score_threshold=args.score_threshold,
             device=args.device,
             overwrite=args.overwrite,
+            bf16=args.bf16,
             progress=bar.update,
         )
     n = sum(len(r["instances"]) for r in result["images"])

@@ -61,18 +61,24 @@ def predict_array(
     *,
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
+    bf16: bool = False,
 ) -> PhotoPrediction:
     """Predict instances on an RGB uint8 photo (rows, columns, 3).
 
     Instances scoring below ``score_threshold`` or with an empty mask are dropped; the union
-    mask has the photo's shape (all-False when nothing is kept).
+    mask has the photo's shape (all-False when nothing is kept). ``bf16=True`` runs the network
+    under CPU bfloat16 autocast (about 2x faster convolutions on CPUs with AVX512-BF16).
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
-    with torch.autocast(device.type, enabled=device.type == "cuda"):
-        output = model([tensor.to(device)])[0]
+    if bf16 and device.type == "cpu":
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            output = model([tensor.to(device)])[0]
+    else:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            output = model([tensor.to(device)])[0]
     if was_training:
         model.train()
     union = np.zeros(image.shape[:2], dtype=bool)

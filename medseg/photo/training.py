@@ -1,7 +1,8 @@
 """Train a photo Mask R-CNN from a YAML config: augmentation, checkpoints, resume, CSV log.
 
 Outputs in ``output_dir``: ``config.json`` (resolved config + versions), ``split.json`` (the
-train / held-out photo lists), ``log.csv`` (one row per epoch: losses, learning rate, held-out
+train / held-out photo lists), ``log.csv`` (one row per evaluation period -- ``eval_every``
+optimizer steps, or an epoch when unset -- with losses, learning rate, held-out
 Dice/Jaccard, seconds), ``learning_curve.png``, ``last.pt`` (resumable: model, optimizer,
 epoch) and, at the end, ``final.pt`` (float16 weights + spec + metrics; what ``--model PATH``
 and the shipped ``medseg/weights/*.pt`` files are).
@@ -59,6 +60,10 @@ class TrainConfig:
 
     ``datasets`` are folder names under ``data_root`` (relative paths resolve against the YAML
     file's folder). ``max_minutes`` stops early (after a checkpoint) when the wall clock runs out.
+    Training is step-based when ``iterations`` (optimizer steps) is set -- then ``epochs`` is
+    ignored -- and evaluates/checkpoints every ``eval_every`` steps (default: once per epoch).
+    ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adamw"``; ``bf16`` trains and evaluates
+    under CPU bfloat16 autocast (ignored on CUDA, which uses float16 AMP).
     """
 
     name: str
@@ -70,6 +75,10 @@ class TrainConfig:
     image_size: int = 256
     batch_size: int = 4
     epochs: int = 30
+    iterations: int | None = None
+    eval_every: int | None = None
+    optimizer: str = "sgd"
+    bf16: bool = False
     learning_rate: float = 0.02
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -127,6 +136,12 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: {exc}") from exc
     if config.image_size < 64 or config.batch_size < 1 or config.epochs < 1:
         raise ConfigError(f"{path}: image_size >= 64, batch_size >= 1 and epochs >= 1 required.")
+    if (config.iterations is not None and config.iterations < 1) or (
+        config.eval_every is not None and config.eval_every < 1
+    ):
+        raise ConfigError(f"{path}: iterations and eval_every must be >= 1 when given.")
+    if config.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"{path}: optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}.")
     return config
 
 
@@ -197,9 +212,48 @@ def recalibrate_batchnorm(
     return len(layers)
 
 
-def _evaluate(model: torch.nn.Module, data: list, threshold: float) -> tuple[float, float]:
+def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def _train_step(
+    model: MaskRCNN,
+    batch: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
+    *,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    device: torch.device,
+    bf16: bool,
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Augment a batch and run the forward pass; returns the loss dict and its sum."""
+    images, targets = [], []
+    for raw_image, raw_mask in batch:
+        image, mask = augment_pair(raw_image, raw_mask, config.augment, rng)
+        images.append(torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device))
+        targets.append(
+            {k: v.to(device) for k, v in _target(mask, config.min_instance_area_px).items()}
+        )
+    if bf16:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            losses = model(images, targets)
+    else:
+        with torch.autocast(device.type, enabled=device.type == "cuda"):
+            losses = model(images, targets)
+    losses = {k: v.float() for k, v in losses.items()}
+    loss = torch.stack(list(losses.values())).sum()
+    return losses, loss
+
+
+def _evaluate(
+    model: torch.nn.Module, data: list, threshold: float, bf16: bool = False
+) -> tuple[float, float]:
     scores = [
-        dice_jaccard(predict_array(model, im, score_threshold=threshold).mask, m) for im, m in data
+        dice_jaccard(predict_array(model, im, score_threshold=threshold, bf16=bf16).mask, m)
+        for im, m in data
     ]
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
@@ -208,6 +262,8 @@ def tune_score_threshold(
     model: MaskRCNN,
     data: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
     candidates: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
+    *,
+    bf16: bool = False,
 ) -> tuple[float, dict[float, float]]:
     """Pick the instance score threshold with the best mean Dice on (training) photos.
 
@@ -222,7 +278,7 @@ def tune_score_threshold(
     low = min(candidates)
     sums = dict.fromkeys(candidates, 0.0)
     for image, mask in data:
-        pred = predict_array(model, image, score_threshold=low)
+        pred = predict_array(model, image, score_threshold=low, bf16=bf16)
         for t in candidates:
             union = np.zeros(mask.shape, dtype=bool)
             for inst in pred.instances:
@@ -244,15 +300,15 @@ def _plot(log_path: Path, png: Path) -> None:
         rows = list(csv.DictReader(fh))
     if not rows:
         return
-    epochs = [int(r["epoch"]) for r in rows]
+    steps = [int(r["iteration"]) for r in rows]
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
-    ax[0].plot(epochs, [float(r["loss"]) for r in rows], label="train loss")
-    ax[0].plot(epochs, [float(r["loss_mask"]) for r in rows], label="mask loss")
-    ax[0].set_xlabel("epoch")
+    ax[0].plot(steps, [float(r["loss"]) for r in rows], label="train loss")
+    ax[0].plot(steps, [float(r["loss_mask"]) for r in rows], label="mask loss")
+    ax[0].set_xlabel("iteration")
     ax[0].legend()
-    ax[1].plot(epochs, [float(r["val_dice"]) for r in rows], label="held-out Dice")
-    ax[1].plot(epochs, [float(r["val_jaccard"]) for r in rows], label="held-out Jaccard")
-    ax[1].set_xlabel("epoch")
+    ax[1].plot(steps, [float(r["val_dice"]) for r in rows], label="held-out Dice")
+    ax[1].plot(steps, [float(r["val_jaccard"]) for r in rows], label="held-out Jaccard")
+    ax[1].set_xlabel("iteration")
     ax[1].set_ylim(0, 1)
     ax[1].legend()
     fig.tight_layout()
@@ -306,11 +362,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         spec.architecture, num_classes=2, image_size=spec.image_size, weights=config.weights
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(
-        params, lr=config.learning_rate, momentum=config.momentum, weight_decay=config.weight_decay
-    )
+    optimizer = _optimizer(config, params)
     steps_per_epoch = max(1, len(train_data) // config.batch_size)
-    total = steps_per_epoch * config.epochs
+    total = config.iterations or steps_per_epoch * config.epochs
+    eval_every = config.eval_every or steps_per_epoch
     start_epoch, iteration = 0, 0
     log_path = out / "log.csv"
     if resume and (out / "last.pt").is_file():
@@ -318,62 +373,55 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
-        logger.info("resumed from epoch %d", start_epoch)
+        logger.info("resumed from iteration %d (period %d)", iteration, start_epoch)
     elif log_path.exists():
         log_path.unlink()
-    rng = np.random.default_rng(config.seed + start_epoch)
+    rng = np.random.default_rng(config.seed + iteration)
     scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    bf16 = config.bf16 and device.type == "cpu"
     started = time.monotonic()
-    for epoch in range(start_epoch, config.epochs):
+    order: list[int] = []
+    for period in range(start_epoch, math.ceil(total / eval_every)):
         model.train()
         t0 = time.monotonic()
         sums: dict[str, float] = {}
-        order = rng.permutation(len(train_data))
-        for step in range(steps_per_epoch):
-            batch = [
-                train_data[i]
-                for i in order[step * config.batch_size : (step + 1) * config.batch_size]
-            ]
-            images, targets = [], []
-            for raw_image, raw_mask in batch:
-                image, mask = augment_pair(raw_image, raw_mask, config.augment, rng)
-                images.append(torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device))
-                targets.append(
-                    {k: v.to(device) for k, v in _target(mask, config.min_instance_area_px).items()}
-                )
+        steps = 0
+        while iteration < min(total, (period + 1) * eval_every):
+            if len(order) < config.batch_size:
+                order = [int(i) for i in rng.permutation(len(train_data))]
+            batch = [train_data[order.pop()] for _ in range(config.batch_size)]
+            losses, loss = _train_step(
+                model, batch, config=config, rng=rng, device=device, bf16=bf16
+            )
             for group in optimizer.param_groups:
                 group["lr"] = config.learning_rate * _lr_factor(
                     iteration, total, config.warmup_iterations
                 )
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
-                losses = model(images, targets)
-            loss = sum(losses.values())
+            iteration += 1
+            optimizer.zero_grad()
             if not torch.isfinite(loss):
                 logger.warning("non-finite loss at iteration %d; batch skipped", iteration)
-                optimizer.zero_grad()
-                iteration += 1
                 continue
-            optimizer.zero_grad()
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
             scaler.step(optimizer)
             scaler.update()
-            iteration += 1
+            steps += 1
             for key, value in losses.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach())
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         recalibrate_batchnorm(model, train_data[:64], config.batch_size)
         val_dice, val_jac = (
-            _evaluate(model, held_data, config.score_threshold)
+            _evaluate(model, held_data, config.score_threshold, bf16)
             if held_data
             else (float("nan"),) * 2
         )
         row = {
-            "epoch": epoch + 1,
+            "epoch": period + 1,
             "iteration": iteration,
             "lr": optimizer.param_groups[0]["lr"],
-            **{k: round(v / steps_per_epoch, 5) for k, v in sums.items()},
+            **{k: round(v / max(1, steps), 5) for k, v in sums.items()},
             "val_dice": round(val_dice, 4),
             "val_jaccard": round(val_jac, 4),
             "seconds": round(time.monotonic() - t0, 1),
@@ -384,14 +432,14 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             if new:
                 writer.writeheader()
             writer.writerow(row)
-        logger.info("epoch %d: %s", epoch + 1, row)
+        logger.info("period %d: %s", period + 1, row)
         save_checkpoint(
             out / "last.pt",
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "spec": spec.to_dict(),
-                "epoch": epoch + 1,
+                "epoch": period + 1,
                 "iteration": iteration,
                 "config": asdict(config),
             },
@@ -399,12 +447,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         _plot(log_path, out / "learning_curve.png")
         if config.max_minutes is not None and time.monotonic() - started > 60 * config.max_minutes:
             logger.warning(
-                "max_minutes=%s reached after epoch %d; stopping", config.max_minutes, epoch + 1
+                "max_minutes=%s reached after iteration %d; stopping", config.max_minutes, iteration
             )
             break
     with log_path.open() as fh:
         last = list(csv.DictReader(fh))[-1]
-    threshold, table = tune_score_threshold(model, train_data[::2])
+    threshold, table = tune_score_threshold(model, train_data[::2], bf16=bf16)
     logger.info(
         "score threshold %.2f (training-photo mean Dice by threshold: %s)", threshold, table
     )

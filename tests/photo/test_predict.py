@@ -11,9 +11,9 @@ from PIL import Image
 
 from medseg.cli import main
 from medseg.errors import InputError, ModelError
-from medseg.photo.checkpoint import load_photo_model
+from medseg.photo.checkpoint import load_photo_model, save_checkpoint
 from medseg.photo.datasets import find_pairs
-from medseg.photo.models import build_maskrcnn, load_user_weights
+from medseg.photo.models import ModelSpec, build_maskrcnn, load_user_weights
 from medseg.photo.predict import predict_files
 
 
@@ -96,7 +96,7 @@ def test_no_download_when_building(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
-    for arch in ("mobilenet_v3_fpn", "resnet50_fpn"):
+    for arch in ("small_resnet_gn_fpn", "mobilenet_v3_fpn", "resnet50_fpn"):
         model = build_maskrcnn(arch, image_size=64)
         assert model.roi_heads.mask_predictor.mask_fcn_logits.out_channels == 2
     assert not (tmp_path / "hub").exists()
@@ -112,3 +112,25 @@ def test_no_download_when_building(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     assert load_user_weights(other, tmp_path / "imagenet_like.pt") == len(body)
     key = next(iter(body))
     assert torch.equal(other.state_dict()[f"backbone.body.{key}"], body[key])
+
+
+def test_bf16_cli_flag_matches_float32(tmp_path: Path, shared_data: Path) -> None:
+    torch.manual_seed(0)
+    spec = ModelSpec("small_resnet_gn_fpn", 2, 64, ("wound",))
+    net = build_maskrcnn(spec.architecture, image_size=64)
+    ckpt = save_checkpoint(
+        tmp_path / "gn.pt", {"model": net.state_dict(), "spec": spec.to_dict()}, half=True
+    )
+    photo = str(find_pairs(shared_data / "medetec_wound")[0].image)
+    outputs = {}
+    for flag in ([], ["--bf16"]):
+        out = tmp_path / ("bf16" if flag else "fp32")
+        args = ["photo", "predict", photo, "-o", str(out), "--model", str(ckpt)]
+        assert main([*args, "--score-threshold", "0", "--no-progress", *flag]) == 0
+        outputs[bool(flag)] = json.loads((out / "predictions.json").read_text())
+    assert outputs[False]["bf16"] is False and outputs[True]["bf16"] is True
+    assert outputs[False]["model"]["architecture"] == "small_resnet_gn_fpn"
+    fp32, bf16 = (outputs[k]["images"][0] for k in (False, True))
+    assert (bf16["height"], bf16["width"]) == (fp32["height"], fp32["width"]) == (224, 224)
+    # random weights: bf16 keeps the same number of detections within a few
+    assert abs(len(bf16["instances"]) - len(fp32["instances"])) <= 5

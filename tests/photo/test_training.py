@@ -4,6 +4,7 @@ import csv
 from pathlib import Path
 
 import pytest
+import torch
 
 from medseg.errors import ConfigError
 from medseg.photo.checkpoint import load_photo_model, read_checkpoint
@@ -15,8 +16,9 @@ REPO = Path(__file__).resolve().parents[2]
 def test_shipped_configs_load() -> None:
     for name in ("wound_maskrcnn.yaml", "skin_lesion_maskrcnn.yaml"):
         config = load_train_config(REPO / "pipelines" / name)
-        assert config.weights is None and config.architecture == "mobilenet_v3_fpn"
+        assert config.weights is None and config.architecture == "small_resnet_gn_fpn"
         assert Path(config.data_root).is_dir()
+        assert config.optimizer == "adamw" and config.bf16 and config.iterations >= 1000
 
 
 def test_unknown_key_rejected(tmp_path: Path) -> None:
@@ -62,6 +64,47 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
     train(more, resume=True)
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[1]["iteration"]) == 6
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("optimizer", "adam"), ("iterations", 0), ("eval_every", -1)]
+)
+def test_bad_step_settings_rejected(tmp_path: Path, key: str, value: object) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: x\ndatasets: [a]\n{key}: {value}\n")
+    with pytest.raises(ConfigError, match=key):
+        load_train_config(path)
+
+
+@pytest.mark.slow
+def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) -> None:
+    def config(iterations: int) -> object:
+        return load_train_config(
+            REPO / "pipelines" / "wound_maskrcnn.yaml",
+            datasets=["medetec_wound"],
+            data_root=str(shared_data),
+            output_dir=str(tmp_path / "run"),
+            image_size=64,
+            batch_size=2,
+            iterations=iterations,
+            eval_every=2,
+            warmup_iterations=1,
+            fold=1,
+        )
+
+    final = train(config(5))  # type: ignore[arg-type]
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [2, 4, 5]  # a row + checkpoint every 2 steps
+    assert all(float(r["loss"]) > 0 and float(r["loss_mask"]) > 0 for r in rows)
+    assert float(rows[-1]["lr"]) < 1e-3  # cosine decayed to ~0 at the last step
+    ckpt = read_checkpoint(final)
+    assert ckpt["config"]["bf16"] is True and ckpt["config"]["fold"] == 1
+    assert ckpt["spec"]["architecture"] == "small_resnet_gn_fpn"
+    assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
+    assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
+    train(config(8), resume=True)  # type: ignore[arg-type]
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    assert [int(r["iteration"]) for r in rows] == [2, 4, 5, 8]  # resumed: period to 8
 
 
 def test_recalibrate_batchnorm_sets_batch_statistics(shared_data: Path) -> None:
