@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -48,6 +49,18 @@ ROI = (96, 96, 96)
 OVERLAP = 0.5
 WINDOW_HU = (-1000.0, 1000.0)
 CLASSES = {"openkbp": 8, "large": 14}
+#: medseg variants: the Predictor's default precision ("auto": bfloat16 on CPUs with native
+#: bfloat16, else float32) and plain float32 (float32 network and accumulator).
+VARIANTS = {"medseg": "auto", "medseg-float32": "float32"}
+
+
+def current_rss_mb() -> float:
+    """Resident set size of this process now (MB, Linux ``/proc/self/status``)."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def build_net(n_classes: int):  # type: ignore[no-untyped-def]
@@ -91,17 +104,26 @@ def make_case(case: str, folder: Path) -> tuple[Path, Path]:
     return img, aff
 
 
-def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
+def worker(
+    variant: str, case: str, img: Path, aff: Path, out: Path, *, fix_malloc: bool = True
+) -> None:
     """Run one variant in this (fresh) process and write labels + figures."""
     import torch
 
     torch.set_num_threads(2)
     sys.path.insert(0, str(REPO))
+    from medseg.inference.allocator import fix_mmap_threshold
+
+    # the same process setting for every variant (what `medseg segment` does at start-up)
+    malloc_fixed = fix_mmap_threshold() if fix_malloc else False
     from medseg.preprocess import normalise_hu
 
+    net = build_net(CLASSES[case])
+    if variant != "monai":
+        import medseg.inference  # noqa: F401  (imported before the baseline is taken)
+    baseline_mb = current_rss_mb()  # interpreter + torch + MONAI + network, before any data
     array = np.load(img)
     affine = np.load(aff)
-    net = build_net(CLASSES[case])
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss_before, cpu_before = usage.ru_maxrss, usage.ru_utime + usage.ru_stime
     t0 = time.perf_counter()
@@ -125,6 +147,7 @@ def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
         config = InferenceConfig(
             overlap=OVERLAP,
             batch_size=1,
+            precision=VARIANTS[variant],
             postprocess=PostprocessConfig(largest_component=False, fill_holes=False),
         )
         predictor = Predictor(net, spec, names, device="cpu", config=config)
@@ -132,13 +155,24 @@ def worker(variant: str, case: str, img: Path, aff: Path, out: Path) -> None:
         cpu_before = usage.ru_utime + usage.ru_stime
         t0 = time.perf_counter()
         labels = predictor.predict(volume).volume.array
-        extra = {"windows": predictor.last_windows, "stages_s": predictor.last_timings}
+        extra = {
+            "windows": predictor.last_windows,
+            "stages_s": predictor.last_timings,
+            "precision": predictor.precision,
+            "accumulator_peak_mb": predictor.last_accumulator_bytes / 2**20,
+        }
     seconds = time.perf_counter() - t0
     usage = resource.getrusage(resource.RUSAGE_SELF)
     rss = usage.ru_maxrss
     extra["cpu_s"] = usage.ru_utime + usage.ru_stime - cpu_before
     np.save(out.with_suffix(".npy"), labels)
-    result = {"seconds": seconds, "peak_rss_mb": rss / 1024, "rss_before_mb": rss_before / 1024}
+    result = {
+        "seconds": seconds,
+        "peak_rss_mb": rss / 1024,
+        "rss_before_mb": rss_before / 1024,
+        "baseline_rss_mb": baseline_mb,
+        "malloc_mmap_threshold_fixed": malloc_fixed,
+    }
     out.with_suffix(".json").write_text(json.dumps({**result, **extra}))
 
 
@@ -154,13 +188,21 @@ def mean_dice(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(dices))
 
 
-def run_case(case: str, folder: Path, *, parallel: bool = False) -> dict[str, object]:
+def run_case(
+    case: str,
+    folder: Path,
+    *,
+    variants: list[str],
+    parallel: bool = False,
+    fix_malloc: bool = True,
+) -> list[dict[str, object]]:
     img, aff = make_case(case, folder)
     shape = np.load(img, mmap_mode="r").shape
     procs = []
-    for variant in ("medseg", "monai"):
+    for variant in variants:
         out = folder / f"{case}_{variant}"
         cmd = [sys.executable, __file__, "--worker", variant, "--case", case]
+        cmd += [] if fix_malloc else ["--default-malloc"]
         cmd += ["--img", str(img), "--aff", str(aff), "--out", str(out)]
         procs.append(subprocess.Popen(cmd))
         if not parallel:
@@ -168,19 +210,20 @@ def run_case(case: str, folder: Path, *, parallel: bool = False) -> dict[str, ob
     for proc in procs:
         if proc.wait() != 0:
             raise RuntimeError(f"benchmark worker failed: {proc.args}")
-    return summarise(case, folder, shape)
+    return [summarise(case, folder, shape, v) for v in variants if v != "monai"]
 
 
-def summarise(case: str, folder: Path, shape: tuple[int, ...]) -> dict[str, object]:
-    """Compare the two workers' outputs in ``folder`` and print one line."""
-    results = {
-        v: json.loads((folder / f"{case}_{v}.json").read_text()) for v in ("medseg", "monai")
-    }
-    ours = np.load(folder / f"{case}_medseg.npy")
+def summarise(
+    case: str, folder: Path, shape: tuple[int, ...], variant: str = "medseg"
+) -> dict[str, object]:
+    """Compare one medseg worker's output in ``folder`` with MONAI's and print one line."""
+    m = json.loads((folder / f"{case}_{variant}.json").read_text())
+    r = json.loads((folder / f"{case}_monai.json").read_text())
+    ours = np.load(folder / f"{case}_{variant}.npy")
     ref = np.load(folder / f"{case}_monai.npy")
-    m, r = results["medseg"], results["monai"]
     summary = {
         "case": case,
+        "variant": variant,
         "shape": list(shape),
         "classes": CLASSES[case],
         "medseg": m,
@@ -190,14 +233,19 @@ def summarise(case: str, folder: Path, shape: tuple[int, ...]) -> dict[str, obje
         "memory_ratio": m["peak_rss_mb"] / r["peak_rss_mb"],
         "dice": mean_dice(ours, ref),
         "voxel_agreement": float(np.mean(ours == ref)),
+        "load_average": os.getloadavg(),
     }
     print(
         f"[{case}] shape {tuple(shape)} classes {CLASSES[case]}: "
-        f"medseg {m['seconds']:.1f} s wall / {m['cpu_s']:.1f} s CPU / {m['peak_rss_mb']:.0f} MB "
-        f"(windows {m.get('windows')}); MONAI {r['seconds']:.1f} s wall / {r['cpu_s']:.1f} s CPU / "
-        f"{r['peak_rss_mb']:.0f} MB; speed-up {summary['speedup']:.2f}x wall, "
-        f"{summary['cpu_speedup']:.2f}x CPU; memory {summary['memory_ratio']:.3f} of MONAI; "
-        f"mean Dice {summary['dice']:.4f}, voxel agreement {summary['voxel_agreement']:.5f}",
+        f"{variant} ({m.get('precision')}) {m['seconds']:.1f} s wall / {m['cpu_s']:.1f} s CPU / "
+        f"{m['peak_rss_mb']:.0f} MB (baseline {m.get('baseline_rss_mb', 0):.0f} MB, accumulator "
+        f"{m.get('accumulator_peak_mb', 0):.0f} MB, windows {m.get('windows')}); "
+        f"MONAI {r['seconds']:.1f} s wall / {r['cpu_s']:.1f} s CPU / {r['peak_rss_mb']:.0f} MB "
+        f"(baseline {r.get('baseline_rss_mb', 0):.0f} MB); "
+        f"speed-up {summary['speedup']:.2f}x wall, {summary['cpu_speedup']:.2f}x CPU; "
+        f"memory {summary['memory_ratio']:.3f} of MONAI; mean Dice {summary['dice']:.4f}, "
+        f"voxel agreement {summary['voxel_agreement']:.5f}; load average "
+        f"{' '.join(f'{v:.2f}' for v in summary['load_average'])}",
         flush=True,
     )
     return summary
@@ -251,24 +299,49 @@ def main() -> None:
         help="run the two variants at the same time (shared, loaded machines: both see the "
         "same load; compare CPU seconds)",
     )
+    parser.add_argument(
+        "--variants",
+        default="medseg,monai",
+        help="comma-separated workers to run: medseg (default precision), medseg-float32, monai "
+        "(default: medseg,monai)",
+    )
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's dynamic mmap threshold on in the workers (default: fixed at 1 MiB "
+        "in every worker, as medseg segment does)",
+    )
     parser.add_argument("--summarise", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--worker", choices=("medseg", "monai"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*VARIANTS, "monai"), help=argparse.SUPPRESS)
     parser.add_argument("--img", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--aff", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        worker(args.worker, args.case[0], args.img, args.aff, args.out)
+        fix = not args.default_malloc
+        worker(args.worker, args.case[0], args.img, args.aff, args.out, fix_malloc=fix)
         return
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in variants if v not in (*VARIANTS, "monai")]
+    if unknown or "monai" not in variants:
+        parser.error(f"--variants must name monai and medseg variants {list(VARIANTS)}")
     if args.summarise:  # re-print figures of workers run by hand into this folder
         for case in args.case or []:
-            shape = np.load(args.summarise / f"{case}_medseg.npy", mmap_mode="r").shape
-            summarise(case, args.summarise, shape)
+            shape = np.load(args.summarise / f"{case}_monai.npy", mmap_mode="r").shape
+            for v in variants:
+                if v != "monai":
+                    summarise(case, args.summarise, shape, v)
         return
     results: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="medseg_bench_") as tmp:
         for case in args.case or []:
-            results.append(run_case(case, Path(tmp), parallel=args.parallel))
+            results += run_case(
+                case,
+                Path(tmp),
+                variants=variants,
+                parallel=args.parallel,
+                fix_malloc=not args.default_malloc,
+            )
         if args.e2e:
             results.append({"e2e": run_e2e(Path(tmp))})
     if args.json:

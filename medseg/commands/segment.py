@@ -46,6 +46,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--tta", action="store_true", help="flip test-time augmentation (slower)")
     p.add_argument("--overlap", type=float, default=0.5, help="window overlap in [0, 1)")
     p.add_argument(
+        "--precision",
+        default="auto",
+        choices=("auto", "float32", "bfloat16", "float16"),
+        help="network arithmetic: auto = float16 on CUDA, bfloat16 on CPUs that have it, "
+        "else float32",
+    )
+    p.add_argument(
         "--format",
         default="nifti",
         help="comma-separated outputs: nifti, seg (DICOM-SEG), rtstruct (default: nifti)",
@@ -86,12 +93,15 @@ def _cpu_count() -> int:
 def run_segment(args: argparse.Namespace) -> int:
     """Handler of ``medseg segment``."""
     from medseg import __version__
-    from medseg.inference import InferenceConfig, Predictor
+    from medseg.inference import InferenceConfig, Predictor, fix_mmap_threshold
     from medseg.io import load_volume, save_labels
 
     t0 = time.perf_counter()
+    fix_mmap_threshold()  # freed activations go back to the system (medseg.inference.allocator)
     formats = parse_formats(args.format)
-    config = InferenceConfig(overlap=args.overlap, tta=args.tta)
+    config = InferenceConfig(
+        overlap=args.overlap, tta=args.tta, precision=getattr(args, "precision", "auto")
+    )
     outdir: Path = args.output
     paths = output_paths(outdir, formats)
     existing = [str(p) for p in paths.values() if p.exists()]
@@ -169,6 +179,7 @@ def run_segment(args: argparse.Namespace) -> int:
             "device": str(predictor.device),
             "overlap": config.overlap,
             "tta": config.tta,
+            "precision": predictor.precision,
             "windows_run": predictor.last_windows.get("run", 0),
             "windows_skipped": predictor.last_windows.get("skipped", 0),
         },

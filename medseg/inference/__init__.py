@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from medseg.inference.allocator import fix_mmap_threshold
 from medseg.inference.postprocessing import (
     PostprocessConfig,
     fill_label_holes,
@@ -16,7 +17,13 @@ from medseg.inference.postprocessing import (
     postprocess_labels,
     remove_small_labels,
 )
-from medseg.inference.predictor import InferenceConfig, Predictor, resolve_device
+from medseg.inference.predictor import (
+    PRECISIONS,
+    InferenceConfig,
+    Predictor,
+    resolve_device,
+    resolve_precision,
+)
 from medseg.inference.sliding_window import (
     SlidingWindowResult,
     flip_combinations,
@@ -26,11 +33,13 @@ from medseg.inference.sliding_window import (
 )
 
 __all__ = [
+    "PRECISIONS",
     "InferenceConfig",
     "PostprocessConfig",
     "Predictor",
     "SlidingWindowResult",
     "fill_label_holes",
+    "fix_mmap_threshold",
     "flip_combinations",
     "gaussian_importance_map",
     "keep_largest_component",
@@ -39,6 +48,7 @@ __all__ = [
     "postprocess_labels",
     "remove_small_labels",
     "resolve_device",
+    "resolve_precision",
     "sliding_window_labels",
     "window_starts",
 ]

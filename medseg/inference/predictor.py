@@ -7,8 +7,9 @@ Pipeline of :meth:`Predictor.predict` (every step keeps exact world geometry):
 2. find the body (largest component above ``body_threshold_hu``, its box plus a margin); the
    windows are placed on the whole model grid (MONAI's placement) and every window without a
    body voxel is skipped; labels outside the body box are background;
-3. run the slab-wise sliding window (:mod:`medseg.inference.sliding_window`), normalising HU
-   with the model's window one batch of windows at a time;
+3. run the cell-wise stitched sliding window (:mod:`medseg.inference.sliding_window`),
+   normalising HU with the model's window one batch of windows at a time, in the precision of
+   :attr:`InferenceConfig.precision` (bfloat16 autocast on CPUs that have it);
 4. post-process per organ (:mod:`medseg.inference.postprocessing`) and check laterality;
 5. map the labels back to exactly the input's affine and shape. When no resampling was needed
    this is the exact inverse axis permutation; otherwise it is nearest-neighbour interpolation
@@ -56,7 +57,10 @@ from medseg.volume import LabelMap, LabelVolume, Volume, orientation_code
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["InferenceConfig", "Predictor", "resolve_device"]
+__all__ = ["PRECISIONS", "InferenceConfig", "Predictor", "resolve_device", "resolve_precision"]
+
+#: Accepted values of :attr:`InferenceConfig.precision`.
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
 EMPTY_WARNING = (
     "no body found: no voxel above {thr:g} HU (value range {lo:g}..{hi:g}); the label map is "
@@ -79,8 +83,11 @@ class InferenceConfig:
     tta
         Flip test-time augmentation (mirror along the model axes; the left-right axis is left
         out when the label map names sided organs, since mirroring would swap them).
-    amp
-        float16 autocast on CUDA (ignored on CPU).
+    precision
+        Arithmetic of the network and of the blend (see :func:`resolve_precision`): ``"auto"``
+        (float16 autocast on CUDA, bfloat16 autocast on CPUs with native bfloat16 instructions,
+        else float32), ``"float32"`` (float32 network and float32 accumulator: the same sums as
+        MONAI), ``"bfloat16"`` or ``"float16"`` (autocast network, float16 accumulator).
     body_threshold_hu
         Voxels above this are body; windows without any are skipped.
     body_margin_mm
@@ -97,7 +104,7 @@ class InferenceConfig:
     sigma_scale: float = 0.125
     batch_size: int = 0
     tta: bool = False
-    amp: bool = True
+    precision: str = "auto"
     body_threshold_hu: float = -500.0
     body_margin_mm: float = 10.0
     min_extent_fraction: float = 0.5
@@ -113,6 +120,10 @@ class InferenceConfig:
         if not 0.0 < self.min_extent_fraction <= 1.0:
             raise ConfigError(
                 f"min_extent_fraction must be in (0, 1]; got {self.min_extent_fraction}."
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}."
             )
         if self.body_margin_mm < 0:
             raise ConfigError(f"body_margin_mm must be ≥ 0; got {self.body_margin_mm}.")
@@ -155,6 +166,43 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"unsupported device {dev}; use auto, cpu or cuda.")
     return dev
+
+
+def _cpu_has_bfloat16() -> bool:
+    """Whether this CPU has native bfloat16 instructions (AVX512-BF16 or AMX) for oneDNN."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # pragma: no cover - torch without oneDNN
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The network precision ``precision`` means on ``device`` (``"auto"`` resolved).
+
+    ``"auto"`` is ``"float16"`` on CUDA, ``"bfloat16"`` on a CPU with native bfloat16
+    instructions (halves the network time there; measured 1.6 s → 0.6-0.8 s per 96³ window of a
+    UNet(16..256) on 2 cores of an AMD EPYC with AVX512-BF16) and ``"float32"`` elsewhere. An
+    explicit ``"float16"`` on a CPU is kept but logged as slow: without native float16 the
+    same window took 42 s.
+
+    Examples
+    --------
+    >>> resolve_precision("float32", torch.device("cpu"))
+    'float32'
+    >>> resolve_precision("auto", torch.device("cpu")) in ("bfloat16", "float32")
+    True
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+    if precision == "auto":
+        if device.type == "cuda":
+            return "float16"
+        return "bfloat16" if _cpu_has_bfloat16() else "float32"
+    if device.type == "cpu" and precision == "float16":
+        logger.warning("precision float16 on CPU is emulated and very slow; use bfloat16.")
+    if device.type == "cpu" and precision == "bfloat16" and not _cpu_has_bfloat16():
+        logger.warning("this CPU has no native bfloat16 instructions; bfloat16 will be slow.")
+    return precision
 
 
 def _file_sha256(path: str) -> str:
@@ -229,6 +277,10 @@ class Predictor:
         self.last_timings: dict[str, float] = {}
         #: Windows run / skipped in the last call.
         self.last_windows: dict[str, int] = {}
+        #: Largest size of the blended-logit accumulator in the last call (bytes).
+        self.last_accumulator_bytes = 0
+        #: Network precision used (``config.precision`` resolved for the device).
+        self.precision = resolve_precision(self.config.precision, self.device)
 
     @classmethod
     def from_checkpoint(
@@ -386,9 +438,20 @@ class Predictor:
                 background[0] = 1.0
                 return empty, background
             return empty
+        del foreground
         box = self._body_box(grid)
-        foreground = np.zeros(grid.shape, dtype=bool)
-        foreground[box] = grid.array[box] > cfg.body_threshold_hu
+        threshold = cfg.body_threshold_hu
+
+        def has_body(window: tuple[slice, slice, slice]) -> bool:
+            """Body voxel in ``window`` (tested on the HU array: no full-size mask in memory)."""
+            inner = tuple(
+                slice(max(w.start, b.start), min(w.stop, b.stop))
+                for w, b in zip(window, box, strict=True)
+            )
+            if any(s.start >= s.stop for s in inner):
+                return False
+            return bool((grid.array[inner] > threshold).any())
+
         timings["preprocess"] = time.perf_counter() - t0
 
         t1 = time.perf_counter()
@@ -401,10 +464,11 @@ class Predictor:
             overlap=cfg.overlap,
             sigma_scale=cfg.sigma_scale,
             batch_size=batch,
-            foreground=foreground,
+            foreground=has_body,
             flips=self.flips,
             device=self.device,
-            amp=cfg.amp and self.device.type == "cuda",
+            precision=self.precision,  # type: ignore[arg-type]
+            accumulator="float32" if self.precision == "float32" else "float16",
             pad_value=-1024.0,
             normalise=lambda a: normalise_hu(a, window_hu),
             return_probabilities=return_probabilities,
@@ -412,6 +476,7 @@ class Predictor:
         )
         timings["network"] = time.perf_counter() - t1
         self.last_windows = {"run": result.windows_run, "skipped": result.windows_skipped}
+        self.last_accumulator_bytes = result.accumulator_peak_bytes
 
         t2 = time.perf_counter()
         ids = np.array([0, *self.label_map.ids], dtype=np.int64)
@@ -427,7 +492,9 @@ class Predictor:
         labels, warnings = postprocess_labels(
             labels, region.spacing_mm, cfg.postprocess, self.label_map
         )
-        warnings += laterality_warnings(labels, region.affine, self.label_map, foreground[box])
+        body = grid.array[box] > threshold
+        warnings += laterality_warnings(labels, region.affine, self.label_map, body)
+        del body
         for w in warnings:
             logger.warning(w)
         timings["postprocess"] = time.perf_counter() - t2
