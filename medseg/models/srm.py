@@ -131,6 +131,10 @@ class ShapeRegularizedLoss(nn.Module):
         λ1, weight of ``mean((E(softmax(pred)) − E(onehot(gt)))²)``.
     lambda_recon
         λ2, weight of ``DiceCE(D(E(softmax(pred))), gt)``.
+    autocast_dtype
+        Run the SRM's encoder/decoder under autocast in this dtype (e.g. ``torch.bfloat16``
+        on a CPU with native bf16, where it halves the SRM's share of a training step); the
+        three loss terms are always computed in float32. ``None``: float32 throughout.
 
     Notes
     -----
@@ -139,7 +143,12 @@ class ShapeRegularizedLoss(nn.Module):
     """
 
     def __init__(
-        self, srm: ShapeAutoencoder | None, *, lambda_latent: float = 0.0, lambda_recon: float = 0.0
+        self,
+        srm: ShapeAutoencoder | None,
+        *,
+        lambda_latent: float = 0.0,
+        lambda_recon: float = 0.0,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         from monai.losses import DiceCELoss
@@ -155,6 +164,7 @@ class ShapeRegularizedLoss(nn.Module):
             raise ModelError("ShapeRegularizedLoss: λ1/λ2 > 0 need a trained SRM.")
         self.lambda_latent = float(lambda_latent)
         self.lambda_recon = float(lambda_recon)
+        self.autocast_dtype = autocast_dtype
         self.last_terms: dict[str, float] = {}
 
     def train(self, mode: bool = True) -> ShapeRegularizedLoss:
@@ -168,17 +178,24 @@ class ShapeRegularizedLoss(nn.Module):
         total = seg
         terms = {"seg": float(seg.detach())}
         if self.srm is not None and (self.lambda_latent or self.lambda_recon):
+            dtype = self.autocast_dtype
+            amp = torch.autocast(
+                logits.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+            )
             probs = torch.softmax(logits.float(), dim=1)
-            z_pred = self.srm.encode(probs)
+            with amp:
+                z_pred = self.srm.encode(probs)
             if self.lambda_latent:
-                with torch.no_grad():
+                with torch.no_grad(), amp:
                     onehot = nnf.one_hot(target[:, 0].long(), probs.shape[1])
                     z_gt = self.srm.encode(onehot.permute(0, 4, 1, 2, 3).float())
-                latent = torch.mean((z_pred - z_gt) ** 2)
+                latent = torch.mean((z_pred.float() - z_gt.float()) ** 2)
                 total = total + self.lambda_latent * latent
                 terms["latent"] = float(latent.detach())
             if self.lambda_recon:
-                recon = self.recon(self.srm.decode(z_pred, probs.shape[2:]), target)
+                with amp:
+                    decoded = self.srm.decode(z_pred, probs.shape[2:])
+                recon = self.recon(decoded.float(), target)
                 total = total + self.lambda_recon * recon
                 terms["recon"] = float(recon.detach())
         self.last_terms = terms

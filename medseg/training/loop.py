@@ -332,7 +332,12 @@ def train(
         srm_model = _load_srm(cfg, k, device)
     lam1 = cfg.srm.lambda_latent if cfg.srm else 0.0
     lam2 = cfg.srm.lambda_recon if cfg.srm else 0.0
-    loss_fn = ShapeRegularizedLoss(srm_model, lambda_latent=lam1, lambda_recon=lam2)  # type: ignore[arg-type]
+    loss_fn = ShapeRegularizedLoss(
+        srm_model,  # type: ignore[arg-type]
+        lambda_latent=lam1,
+        lambda_recon=lam2,
+        autocast_dtype=amp_dtype,
+    )
 
     model_opts = {"in_channels": 1, "out_channels": k, **dict(cfg.model.options)}
     model_opts = json.loads(json.dumps(model_opts))  # tuples → lists, plain types

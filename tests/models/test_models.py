@@ -82,6 +82,23 @@ def test_srm_loss_zero_for_perfect_prediction_and_grows_with_perturbation() -> N
     assert all(p.grad is None for p in ae.parameters())
 
 
+def test_srm_loss_under_bfloat16_autocast_matches_float32() -> None:
+    """The SRM may run in bf16 (speed); the loss terms must stay those of float32."""
+    torch.manual_seed(0)
+    ae = build_model("srm", in_channels=3, out_channels=3, channels=(4, 8), latent_channels=4)
+    gt = _sphere_labels()
+    logits = _logits(_sphere_labels(3))
+    logits = logits + 0.5 * torch.randn(logits.shape)
+    kw = {"lambda_latent": 1.0, "lambda_recon": 1.0}
+    ref = ShapeRegularizedLoss(ae, **kw)
+    low = ShapeRegularizedLoss(ae, **kw, autocast_dtype=torch.bfloat16)
+    total_ref, total_low = float(ref(logits, gt)), float(low(logits, gt))
+    assert total_low == pytest.approx(total_ref, rel=0.02)
+    for term in ("seg", "latent", "recon"):
+        assert low.last_terms[term] == pytest.approx(ref.last_terms[term], rel=0.05, abs=1e-4)
+    assert ref.last_terms["latent"] > 1e-4  # a perturbed prediction: the term is not trivially 0
+
+
 def _save(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     opts = {"in_channels": 1, "out_channels": 3, "channels": [4, 4, 8, 8]}
     net = build_model("fcn3d", **opts)
