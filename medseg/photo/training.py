@@ -461,7 +461,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         "train_dice_by_threshold": {str(k): round(v, 4) for k, v in table.items()},
         "held_out_dice": float(last["val_dice"]),
         "held_out_jaccard": float(last["val_jaccard"]),
-        "epochs_trained": int(last["epoch"]),
+        "epochs_trained": int(last["epoch"]),  # evaluation periods when `iterations` is set
+        "iterations_trained": int(last["iteration"]),
         "n_train": len(train_pairs),
         "n_held_out": len(held),
         "note": "held-out figures: in-training evaluation at the training resolution and the "

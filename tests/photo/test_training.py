@@ -99,6 +99,7 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
     assert float(rows[-1]["lr"]) < 1e-3  # cosine decayed to ~0 at the last step
     ckpt = read_checkpoint(final)
     assert ckpt["config"]["bf16"] is True and ckpt["config"]["fold"] == 1
+    assert ckpt["metrics"]["iterations_trained"] == 5
     assert ckpt["spec"]["architecture"] == "small_resnet_gn_fpn"
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
