@@ -47,8 +47,11 @@ lint: env
 	$(BIN)/ruff format --check medseg tests benchmarks pipelines
 	$(BIN)/mypy
 
+# every benchmark with its default settings (tens of minutes: MONAI's metrics and the large
+# inference case dominate); the figures and exact commands are in docs/benchmarks.md
+BENCHMARKS := io_dicom metrics export training inference photo
 bench: env system-deps
-	$(BIN)/python benchmarks/run_all.py
+	set -e; for b in $(BENCHMARKS); do echo "== benchmarks/$$b.py"; $(BIN)/python benchmarks/$$b.py; done
 
 clean-env:
 	rm -rf $(VENV) $(VENV_CACHE)
