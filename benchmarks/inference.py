@@ -15,11 +15,21 @@ plainly: ``sliding_window_inference(image, roi, 1, net, overlap=0.5, mode="gauss
 whole volume under ``torch.no_grad()``, then ``argmax``. medseg runs ``Predictor.predict`` with
 a spec whose spacing and orientation equal the CT's (so no resampling) and post-processing off.
 
-Every variant runs in a fresh subprocess; peak RSS is that process's ``ru_maxrss`` (it includes
-the interpreter, torch and the input array, the same for both); CPU seconds are the process's
-user + system time during the inference call. ``--parallel`` starts both at once, so that on a
-shared, loaded machine both see the same load. Labels are compared by the
-mean Dice over the foreground classes.
+medseg variants (``--variants``): ``medseg`` is the Predictor's default ``precision="auto"``
+(bfloat16 autocast on CPUs with native bfloat16, float16 cells), ``medseg-float32`` is float32
+throughout (the same sums as MONAI).
+
+Every variant runs in a fresh subprocess that first fixes glibc's malloc mmap threshold at
+1 MiB (:func:`medseg.inference.fix_mmap_threshold`, as ``medseg segment`` does; the same for
+MONAI's worker; ``--default-malloc`` leaves glibc's default). Peak RSS is that process's
+``ru_maxrss`` (it includes the interpreter, torch, MONAI and the input array, the same for all);
+``baseline_rss_mb`` is the RSS after the imports and the network, before any data; CPU seconds
+are the process's user + system time during the inference call. ``--parallel`` starts all
+variants at once, so that on a shared, loaded machine they see the same load; then the wall
+ratio understates the speed-up (the faster worker shares the cores while it runs and the slower
+one has them to itself afterwards: with work ratio ``r`` the wall ratio is about ``(r + 1) / 2``),
+and CPU seconds are the better measure. Labels are compared by the mean Dice over the
+foreground classes.
 
 ``--e2e`` also times ``medseg segment`` end to end (subprocess wall time, imports included) on a
 512 × 512 × 150 DICOM series written from the same CT, with the shipped ``hn_oar`` model.
