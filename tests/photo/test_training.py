@@ -30,17 +30,32 @@ def test_unknown_key_rejected(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: Path) -> None:
-    config = load_train_config(
-        REPO / "pipelines" / "wound_maskrcnn.yaml",
-        datasets=["medetec_wound"],
-        data_root=str(shared_data),
-        output_dir=str(tmp_path / "run"),
-        image_size=64,
-        batch_size=4,
-        epochs=1,
-        warmup_iterations=2,
+    # epoch mode: the shipped config without its step keys (`iterations`, `eval_every`)
+    text = (REPO / "pipelines" / "wound_maskrcnn.yaml").read_text()
+    epoch_yaml = tmp_path / "epochs.yaml"
+    epoch_yaml.write_text(
+        "\n".join(
+            line
+            for line in text.splitlines()
+            if not line.startswith(("iterations:", "eval_every:"))
+        )
     )
-    final = train(config)
+
+    def config(epochs: int) -> object:
+        return load_train_config(
+            epoch_yaml,
+            datasets=["medetec_wound"],
+            data_root=str(shared_data),
+            output_dir=str(tmp_path / "run"),
+            image_size=64,
+            batch_size=4,
+            epochs=epochs,
+            warmup_iterations=2,
+            architecture="mobilenet_v3_fpn",
+        )
+
+    assert config(1).iterations is None  # type: ignore[attr-defined]
+    final = train(config(1))  # type: ignore[arg-type]
     run = tmp_path / "run"
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert len(rows) == 1 and int(rows[0]["iteration"]) == 3  # 12 training photos / 4
@@ -51,17 +66,7 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
     assert ckpt["metrics"]["n_train"] == 12 and ckpt["metrics"]["n_held_out"] == 6
     assert read_checkpoint(run / "last.pt")["epoch"] == 1
     # resume with one more epoch continues from the checkpoint
-    more = load_train_config(
-        REPO / "pipelines" / "wound_maskrcnn.yaml",
-        datasets=["medetec_wound"],
-        data_root=str(shared_data),
-        output_dir=str(run),
-        image_size=64,
-        batch_size=4,
-        epochs=2,
-        warmup_iterations=2,
-    )
-    train(more, resume=True)
+    train(config(2), resume=True)  # type: ignore[arg-type]
     rows = list(csv.DictReader((run / "log.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2] and int(rows[1]["iteration"]) == 6
 
@@ -143,8 +148,10 @@ def test_tune_score_threshold_picks_best_dice(monkeypatch: pytest.MonkeyPatch) -
     wrong = np.zeros((20, 20), bool)
     wrong[12:18, 12:18] = True
 
-    def fake_predict(model: object, image: object, *, score_threshold: float) -> PhotoPrediction:
-        assert score_threshold == 0.05
+    def fake_predict(
+        model: object, image: object, *, score_threshold: float, bf16: bool
+    ) -> PhotoPrediction:
+        assert score_threshold == 0.05 and bf16 is False
         instances = (
             Instance((5, 5, 10, 10), 0.6, 1, truth),
             Instance((12, 12, 18, 18), 0.1, 1, wrong),
