@@ -31,7 +31,10 @@ def test_small_unet_overfits_one_real_patient(tmp_path: Path, shared_data: Path)
     """Proves the loop: patches, loss, optimiser, validation and checkpoints fit one patient.
 
     The data root holds pt_4 twice (symlinks), so the loop trains on one copy and validates
-    on the other, i.e. the logged validation Dice is the training-set Dice.
+    on the other, i.e. the logged validation Dice is the training-set Dice. Float32
+    (``amp: false``): this 250-step budget was sized for it; under bf16 autocast the same
+    budget left an organ below 0.9 (Larynx 0.2 at step 250). The bf16 path is exercised by
+    the CLI test below and by the runs in docs/models/hn_oar.md.
     """
     root = tmp_path / "data"
     root.mkdir()
@@ -48,7 +51,7 @@ data: {{root: {root}, folds: 2, fold: 0}}
 preprocessing: {{spacing_mm: [6.0, 8.0, 8.0], roi_size: [56, 40, 64]}}
 model: {{name: unet3d, options: {{channels: [16, 32, 64], num_res_units: 1}}}}
 optim: {{epochs: EPOCHS, samples_per_case: 1, pos_fraction: 1.0, augment: false, lr: 0.01,
-        val_every: 50}}
+        val_every: 50, amp: false}}
 """.replace("EPOCHS", str(OVERFIT_EPOCHS)),
     )
     result = train(load_train_config(cfg_path))
