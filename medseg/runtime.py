@@ -43,6 +43,11 @@ def select_device(name: str) -> torch.device:
 
 def cpu_has_native_bf16() -> bool:
     """True when the CPU executes bfloat16 natively (AVX512-BF16 or AMX tiles)."""
+    try:  # what oneDNN itself uses to pick bf16 kernels
+        if bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+            return True
+    except (AttributeError, RuntimeError):  # pragma: no cover - torch without oneDNN
+        pass
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     for name in probes:
         fn = getattr(torch.cpu, name, None)

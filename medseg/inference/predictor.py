@@ -53,6 +53,7 @@ from medseg.preprocess import (
     resample_to_grid,
     resample_to_spacing,
 )
+from medseg.runtime import cpu_has_native_bf16
 from medseg.volume import LabelMap, LabelVolume, Volume, orientation_code
 
 logger = logging.getLogger(__name__)
@@ -168,14 +169,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _cpu_has_bfloat16() -> bool:
-    """Whether this CPU has native bfloat16 instructions (AVX512-BF16 or AMX) for oneDNN."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # pragma: no cover - torch without oneDNN
-        return False
-
-
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The network precision ``precision`` means on ``device`` (``"auto"`` resolved).
 
@@ -197,10 +190,10 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         if device.type == "cuda":
             return "float16"
-        return "bfloat16" if _cpu_has_bfloat16() else "float32"
+        return "bfloat16" if cpu_has_native_bf16() else "float32"
     if device.type == "cpu" and precision == "float16":
         logger.warning("precision float16 on CPU is emulated and very slow; use bfloat16.")
-    if device.type == "cpu" and precision == "bfloat16" and not _cpu_has_bfloat16():
+    if device.type == "cpu" and precision == "bfloat16" and not cpu_has_native_bf16():
         logger.warning("this CPU has no native bfloat16 instructions; bfloat16 will be slow.")
     return precision
 

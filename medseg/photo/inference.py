@@ -9,6 +9,8 @@ import numpy.typing as npt
 import torch
 from torchvision.models.detection import MaskRCNN
 
+from medseg.runtime import select_device
+
 __all__ = ["Instance", "PhotoPrediction", "overlay", "predict_array", "select_device"]
 
 
@@ -45,13 +47,6 @@ class PhotoPrediction:
 
     instances: tuple[Instance, ...]
     mask: npt.NDArray[np.bool_] = field(repr=False)
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(device)``."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 @torch.no_grad()
