@@ -18,7 +18,7 @@ import time
 import torch
 
 from medseg.models import ShapeRegularizedLoss, build_model
-from medseg.runtime import cpu_has_native_bf16
+from medseg.runtime import autocast, cpu_has_native_bf16
 
 logger = logging.getLogger("bench.training")
 
@@ -51,7 +51,7 @@ def step_seconds(arm: str, dtype: torch.dtype | None, steps: int) -> float:
     times = []
     for i in range(steps + 2):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast("cpu", dtype):
             logits = net(x)
         loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)

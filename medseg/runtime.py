@@ -18,7 +18,7 @@ from medseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["autocast_dtype", "cpu_has_native_bf16", "select_device"]
+__all__ = ["autocast", "autocast_dtype", "cpu_has_native_bf16", "select_device"]
 
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 
@@ -87,3 +87,19 @@ def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return None
+
+
+def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast context for ``dtype`` on ``device_type`` (``"cpu"``/``"cuda"``); off when ``None``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> with autocast("cpu", None):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.float32
+    >>> with autocast("cpu", torch.bfloat16):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)

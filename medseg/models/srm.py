@@ -18,6 +18,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from medseg.errors import ModelError
+from medseg.runtime import autocast
 
 __all__ = ["ShapeAutoencoder", "ShapeRegularizedLoss", "srm"]
 
@@ -178,10 +179,7 @@ class ShapeRegularizedLoss(nn.Module):
         total = seg
         terms = {"seg": float(seg.detach())}
         if self.srm is not None and (self.lambda_latent or self.lambda_recon):
-            dtype = self.autocast_dtype
-            amp = torch.autocast(
-                logits.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-            )
+            amp = autocast(logits.device.type, self.autocast_dtype)
             probs = torch.softmax(logits.float(), dim=1)
             with amp:
                 z_pred = self.srm.encode(probs)

@@ -90,6 +90,16 @@ class ModelSpec:
         )
 
 
+#: RPN proposals kept before/after NMS (training, testing), shared by every photo architecture:
+#: a photo holds one to a few wounds or one lesion, so a few hundred proposals are plenty.
+_PROPOSAL_BUDGET = {
+    "rpn_pre_nms_top_n_train": 600,
+    "rpn_post_nms_top_n_train": 300,
+    "rpn_pre_nms_top_n_test": 300,
+    "rpn_post_nms_top_n_test": 100,
+}
+
+
 def build_maskrcnn(
     architecture: str,
     *,
@@ -149,10 +159,7 @@ def build_maskrcnn(
             min_size=image_size,
             max_size=max_size,
             rpn_anchor_generator=AnchorGenerator(anchor_sizes, aspect_ratios),
-            rpn_pre_nms_top_n_train=600,
-            rpn_post_nms_top_n_train=300,
-            rpn_pre_nms_top_n_test=300,
-            rpn_post_nms_top_n_test=100,
+            **_PROPOSAL_BUDGET,
             box_batch_size_per_image=128,
             box_detections_per_img=20,
             box_head=TwoMLPHead(256 * 7 * 7, 256),
@@ -190,10 +197,7 @@ def _small_resnet_gn_maskrcnn(num_classes: int, image_size: int, max_size: int) 
         max_size=max_size,
         rpn_anchor_generator=anchors,
         rpn_head=RPNHead(width, 3),
-        rpn_pre_nms_top_n_train=600,
-        rpn_post_nms_top_n_train=300,
-        rpn_pre_nms_top_n_test=300,
-        rpn_post_nms_top_n_test=100,
+        **_PROPOSAL_BUDGET,
         rpn_batch_size_per_image=256,
         box_batch_size_per_image=64,
         box_detections_per_img=20,

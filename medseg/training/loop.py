@@ -31,7 +31,7 @@ from torch import nn
 from medseg.errors import ModelError
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
-from medseg.runtime import autocast_dtype, select_device
+from medseg.runtime import autocast, autocast_dtype, select_device
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
     deterministic_transforms,
@@ -239,7 +239,7 @@ def _validate(
 
     model.eval()
     scores = []
-    with torch.no_grad(), _autocast(device, amp_dtype):
+    with torch.no_grad(), autocast(device.type, amp_dtype):
         for item in val_ds:
             image = torch.as_tensor(item["image"])[None].to(device)
             logits = sliding_window_inference(
@@ -249,11 +249,6 @@ def _validate(
             scores.append(dice_per_label(pred, np.asarray(item["label"])[0], range(1, k)))
     model.train()
     return scores
-
-
-def _autocast(device: torch.device, dtype: torch.dtype | None) -> torch.autocast:
-    """Autocast context for ``dtype`` (disabled when ``None``)."""
-    return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
 
 def _write_log(out: Path, rows: list[dict[str, Any]]) -> None:
@@ -412,7 +407,7 @@ def train(
         losses = []
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
-            with _autocast(device, amp_dtype):
+            with autocast(device.type, amp_dtype):
                 logits = model(image)
             loss = loss_fn(logits.float(), label)
             opt.zero_grad(set_to_none=True)
