@@ -6,18 +6,19 @@ Cases (real CT, OpenKBP patient pt_4, HU):
 * ``large``: the same CT resampled (linear) to 300 × 512 × 512 (1.06 × 0.97 × 0.97 mm), 14-class
   head: the size of a clinical head-and-neck CT.
 
-Both variants use the same network (MONAI ``UNet`` channels 16..256, strides 2, 2 residual units,
+Every variant uses the same network (MONAI ``UNet`` channels 16..256, strides 2, 2 residual units,
 random weights, seed 0), the same normalisation (window -1000..1000 HU), ROI 96³, overlap 0.5,
 Gaussian blending, batch 1, 2 torch threads. A trained model predicts background in air; a
 random one does not, so the network is wrapped in a fixed rule "input below -500 HU →
-background" (:class:`AirIsBackground`), applied identically in both variants. MONAI is called
+background" (:class:`AirIsBackground`), applied identically in every variant. MONAI is called
 plainly: ``sliding_window_inference(image, roi, 1, net, overlap=0.5, mode="gaussian")`` on the
 whole volume under ``torch.no_grad()``, then ``argmax``. medseg runs ``Predictor.predict`` with
 a spec whose spacing and orientation equal the CT's (so no resampling) and post-processing off.
 
-medseg variants (``--variants``): ``medseg`` is the Predictor's default ``precision="auto"``
-(bfloat16 autocast on CPUs with native bfloat16, float16 cells), ``medseg-float32`` is float32
-throughout (the same sums as MONAI).
+medseg variants (``--variants``): ``medseg`` is the Predictor's default (``precision="auto"``:
+bfloat16 autocast on CPUs with native bfloat16; float16 accumulator), ``medseg-float32`` runs the
+network in float32 with the default float16 accumulator, ``medseg-exact`` is float32 throughout
+(float32 accumulator: the same sums as MONAI).
 
 Every variant runs in a fresh subprocess that first fixes glibc's malloc mmap threshold at
 1 MiB (:func:`medseg.inference.fix_mmap_threshold`, as ``medseg segment`` does; the same for
@@ -59,9 +60,14 @@ ROI = (96, 96, 96)
 OVERLAP = 0.5
 WINDOW_HU = (-1000.0, 1000.0)
 CLASSES = {"openkbp": 8, "large": 14}
-#: medseg variants: the Predictor's default precision ("auto": bfloat16 on CPUs with native
-#: bfloat16, else float32) and plain float32 (float32 network and accumulator).
-VARIANTS = {"medseg": "auto", "medseg-float32": "float32"}
+#: medseg variants → (precision, accumulator): the Predictor's default ("auto": bfloat16 on
+#: CPUs with native bfloat16, else float32; float16 accumulator), a float32 network with the
+#: default accumulator, and float32 throughout (MONAI's sums).
+VARIANTS = {
+    "medseg": ("auto", "float16"),
+    "medseg-float32": ("float32", "float16"),
+    "medseg-exact": ("float32", "float32"),
+}
 
 
 def current_rss_mb() -> float:
@@ -157,7 +163,8 @@ def worker(
         config = InferenceConfig(
             overlap=OVERLAP,
             batch_size=1,
-            precision=VARIANTS[variant],
+            precision=VARIANTS[variant][0],
+            accumulator=VARIANTS[variant][1],
             postprocess=PostprocessConfig(largest_component=False, fill_holes=False),
         )
         predictor = Predictor(net, spec, names, device="cpu", config=config)
@@ -169,6 +176,7 @@ def worker(
             "windows": predictor.last_windows,
             "stages_s": predictor.last_timings,
             "precision": predictor.precision,
+            "accumulator": config.accumulator,
             "accumulator_peak_mb": predictor.last_accumulator_bytes / 2**20,
         }
     seconds = time.perf_counter() - t0
@@ -219,7 +227,7 @@ def run_case(
             procs[-1].wait()
     for proc in procs:
         if proc.wait() != 0:
-            raise RuntimeError(f"benchmark worker failed: {proc.args}")
+            raise RuntimeError(f"benchmark worker failed: {proc.args!r}")
     return [summarise(case, folder, shape, v) for v in variants if v != "monai"]
 
 
@@ -247,7 +255,8 @@ def summarise(
     }
     print(
         f"[{case}] shape {tuple(shape)} classes {CLASSES[case]}: "
-        f"{variant} ({m.get('precision')}) {m['seconds']:.1f} s wall / {m['cpu_s']:.1f} s CPU / "
+        f"{variant} ({m.get('precision')}, {m.get('accumulator')} accumulator) "
+        f"{m['seconds']:.1f} s wall / {m['cpu_s']:.1f} s CPU / "
         f"{m['peak_rss_mb']:.0f} MB (baseline {m.get('baseline_rss_mb', 0):.0f} MB, accumulator "
         f"{m.get('accumulator_peak_mb', 0):.0f} MB, windows {m.get('windows')}); "
         f"MONAI {r['seconds']:.1f} s wall / {r['cpu_s']:.1f} s CPU / {r['peak_rss_mb']:.0f} MB "
@@ -306,13 +315,14 @@ def main() -> None:
     parser.add_argument(
         "--parallel",
         action="store_true",
-        help="run the two variants at the same time (shared, loaded machines: both see the "
+        help="run the variants at the same time (shared, loaded machines: all see the "
         "same load; compare CPU seconds)",
     )
     parser.add_argument(
         "--variants",
         default="medseg,monai",
-        help="comma-separated workers to run: medseg (default precision), medseg-float32, monai "
+        help="comma-separated workers to run: medseg (Predictor defaults), medseg-float32 "
+        "(float32 network, float16 accumulator), medseg-exact (float32 throughout), monai "
         "(default: medseg,monai)",
     )
     parser.add_argument(

@@ -53,6 +53,13 @@ def register(subparsers: Any) -> None:
         "else float32",
     )
     p.add_argument(
+        "--accumulator",
+        default="float16",
+        choices=("float16", "float32"),
+        help="storage of the blended window logits: float16 (half the memory, default) or "
+        "float32 (with --precision float32: the same sums as MONAI)",
+    )
+    p.add_argument(
         "--format",
         default="nifti",
         help="comma-separated outputs: nifti, seg (DICOM-SEG), rtstruct (default: nifti)",
@@ -100,7 +107,10 @@ def run_segment(args: argparse.Namespace) -> int:
     fix_mmap_threshold()  # freed activations go back to the system (medseg.inference.allocator)
     formats = parse_formats(args.format)
     config = InferenceConfig(
-        overlap=args.overlap, tta=args.tta, precision=getattr(args, "precision", "auto")
+        overlap=args.overlap,
+        tta=args.tta,
+        precision=getattr(args, "precision", "auto"),
+        accumulator=getattr(args, "accumulator", "float16"),
     )
     outdir: Path = args.output
     paths = output_paths(outdir, formats)
@@ -180,6 +190,7 @@ def run_segment(args: argparse.Namespace) -> int:
             "overlap": config.overlap,
             "tta": config.tta,
             "precision": predictor.precision,
+            "accumulator": config.accumulator,
             "windows_run": predictor.last_windows.get("run", 0),
             "windows_skipped": predictor.last_windows.get("skipped", 0),
         },

@@ -62,6 +62,8 @@ __all__ = ["PRECISIONS", "InferenceConfig", "Predictor", "resolve_device", "reso
 
 #: Accepted values of :attr:`InferenceConfig.precision`.
 PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+#: Accepted values of :attr:`InferenceConfig.accumulator`.
+ACCUMULATORS = ("float16", "float32")
 
 EMPTY_WARNING = (
     "no body found: no voxel above {thr:g} HU (value range {lo:g}..{hi:g}); the label map is "
@@ -85,10 +87,16 @@ class InferenceConfig:
         Flip test-time augmentation (mirror along the model axes; the left-right axis is left
         out when the label map names sided organs, since mirroring would swap them).
     precision
-        Arithmetic of the network and of the blend (see :func:`resolve_precision`): ``"auto"``
-        (float16 autocast on CUDA, bfloat16 autocast on CPUs with native bfloat16 instructions,
-        else float32), ``"float32"`` (float32 network and float32 accumulator: the same sums as
-        MONAI), ``"bfloat16"`` or ``"float16"`` (autocast network, float16 accumulator).
+        Arithmetic of the network (see :func:`resolve_precision`): ``"auto"`` (float16
+        autocast on CUDA, bfloat16 autocast on CPUs with native bfloat16 instructions, else
+        float32), ``"float32"``, ``"bfloat16"`` or ``"float16"`` (autocast).
+    accumulator
+        Storage of the blended logits while windows are stitched: ``"float16"`` (default; half
+        the memory of float32: each window's logits are shifted by their per-voxel maximum over
+        channels before blending, which leaves the arg-max and the softmax unchanged; on the
+        300 × 512 × 512 benchmark CT with a float32 network it changed 640 of 78.6 M voxels,
+        all near-ties, against float32) or ``"float32"`` (plain weighted sums: with
+        ``precision="float32"`` the same sums as MONAI's ``sliding_window_inference``).
     body_threshold_hu
         Voxels above this are body; windows without any are skipped.
     body_margin_mm
@@ -106,6 +114,7 @@ class InferenceConfig:
     batch_size: int = 0
     tta: bool = False
     precision: str = "auto"
+    accumulator: str = "float16"
     body_threshold_hu: float = -500.0
     body_margin_mm: float = 10.0
     min_extent_fraction: float = 0.5
@@ -125,6 +134,10 @@ class InferenceConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(
                 f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}."
+            )
+        if self.accumulator not in ACCUMULATORS:
+            raise ConfigError(
+                f"accumulator must be one of {', '.join(ACCUMULATORS)}; got {self.accumulator!r}."
             )
         if self.body_margin_mm < 0:
             raise ConfigError(f"body_margin_mm must be ≥ 0; got {self.body_margin_mm}.")
@@ -461,7 +474,7 @@ class Predictor:
             flips=self.flips,
             device=self.device,
             precision=self.precision,  # type: ignore[arg-type]
-            accumulator="float32" if self.precision == "float32" else "float16",
+            accumulator=cfg.accumulator,  # type: ignore[arg-type]
             pad_value=-1024.0,
             normalise=lambda a: normalise_hu(a, window_hu),
             return_probabilities=return_probabilities,

@@ -43,7 +43,8 @@ def test_segment_openkbp_folder(
     patient = shared_data / "openkbp_hn_ct" / "train-pats" / "pt_4"
     out = tmp_path / "out"
     args = ["segment", str(patient), "-o", str(out), "--model", str(checkpoint)]
-    assert main([*args, "--device", "cpu", "--overlap", "0", "--precision", "float32"]) == 0
+    options = ["--device", "cpu", "--overlap", "0", "--precision", "float32"]
+    assert main([*args, *options, "--accumulator", "float32"]) == 0
     labels = load_labels(out / "segmentation.nii.gz")
     ct = load_volume(patient)
     assert labels.volume.same_grid(ct, tolerance_mm=1e-3)
@@ -56,6 +57,7 @@ def test_segment_openkbp_folder(
     assert side["timings"]["network_s"] > 0 and side["timings"]["total_s"] > 0
     assert side["inference"]["overlap"] == 0 and side["inference"]["windows_run"] > 0
     assert side["inference"]["precision"] == "float32"
+    assert side["inference"]["accumulator"] == "float32"
     assert isinstance(side["warnings"], list)
     # existing outputs are kept without --overwrite
     before = (out / "segmentation.json").stat().st_mtime_ns
