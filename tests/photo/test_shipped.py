@@ -62,3 +62,22 @@ def test_shipped_lesion_model_uses_its_tuned_threshold(tmp_path: Path, shared_da
     data = json.loads((tmp_path / "predictions.json").read_text())
     assert data["score_threshold"] == ckpt["metrics"]["score_threshold"]
     assert (data["images"][0]["height"], data["images"][0]["width"]) == (450, 600)
+
+
+@pytest.mark.slow
+def test_shipped_wound_model_finds_nothing_on_wound_free_photos(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    """FUSeg 0457 and 0931 have empty reference masks (healed skin, a swollen toe)."""
+    images = shared_data / "fuseg_wound" / "train" / "images"
+    photos = [str(images / f"{stem}.png") for stem in ("0457", "0931")]
+    out = tmp_path / "out"
+    assert (
+        main(["photo", "predict", *photos, "-o", str(out), "--model", "wound", "--no-progress"])
+        == 0
+    )
+    for record in json.loads((out / "predictions.json").read_text())["images"]:
+        assert record["instances"] == [], record["stem"]
+        mask = np.asarray(Image.open(out / record["mask"]))
+        photo = Image.open(images / f"{record['stem']}.png")
+        assert mask.shape == (photo.height, photo.width) and mask.max() == 0
