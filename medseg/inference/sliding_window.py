@@ -42,6 +42,7 @@ import numpy.typing as npt
 import torch
 
 from medseg.errors import InputError, ModelError
+from medseg.runtime import autocast
 
 logger = logging.getLogger(__name__)
 
@@ -265,11 +266,7 @@ def _run_batch(
     for flip in flips:
         dims = [2 + a for a in flip]
         x = torch.flip(batch, dims) if dims else batch
-        with torch.autocast(
-            batch.device.type,
-            dtype=autocast_dtype or torch.float32,
-            enabled=autocast_dtype is not None,
-        ):
+        with autocast(batch.device.type, autocast_dtype):
             y = model(x)
         if not isinstance(y, torch.Tensor) or y.ndim != 5 or y.shape[2:] != batch.shape[2:]:
             got = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__

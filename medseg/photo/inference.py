@@ -9,7 +9,7 @@ import numpy.typing as npt
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from medseg.runtime import select_device
+from medseg.runtime import autocast, select_device
 
 __all__ = ["Instance", "PhotoPrediction", "overlay", "predict_array", "select_device"]
 
@@ -49,6 +49,20 @@ class PhotoPrediction:
     mask: npt.NDArray[np.bool_] = field(repr=False)
 
 
+def photo_autocast(device: torch.device, bf16: bool) -> torch.autocast:
+    """Autocast for the photo models: float16 on CUDA, bfloat16 on CPU when ``bf16``, else off.
+
+    Examples
+    --------
+    >>> photo_autocast(torch.device("cpu"), False).fast_dtype == torch.float32
+    True
+    >>> photo_autocast(torch.device("cpu"), True).fast_dtype
+    torch.bfloat16
+    """
+    dtype = torch.float16 if device.type == "cuda" else (torch.bfloat16 if bf16 else None)
+    return autocast(device.type, dtype)
+
+
 @torch.no_grad()
 def predict_array(
     model: MaskRCNN,
@@ -68,12 +82,8 @@ def predict_array(
     model.eval()
     device = next(model.parameters()).device
     tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
-    if bf16 and device.type == "cpu":
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            output = model([tensor.to(device)])[0]
-    else:
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            output = model([tensor.to(device)])[0]
+    with photo_autocast(device, bf16):
+        output = model([tensor.to(device)])[0]
     if was_training:
         model.train()
     union = np.zeros(image.shape[:2], dtype=bool)

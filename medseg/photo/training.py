@@ -40,7 +40,7 @@ from medseg.photo.datasets import (
     split_pairs,
 )
 from medseg.photo.evaluate import dice_jaccard
-from medseg.photo.inference import predict_array, select_device
+from medseg.photo.inference import photo_autocast, predict_array, select_device
 from medseg.photo.models import ModelSpec, build_maskrcnn
 
 logger = logging.getLogger(__name__)
@@ -237,12 +237,8 @@ def _train_step(
         targets.append(
             {k: v.to(device) for k, v in _target(mask, config.min_instance_area_px).items()}
         )
-    if bf16:
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            losses = model(images, targets)
-    else:
-        with torch.autocast(device.type, enabled=device.type == "cuda"):
-            losses = model(images, targets)
+    with photo_autocast(device, bf16):
+        losses = model(images, targets)
     losses = {k: v.float() for k, v in losses.items()}
     loss = torch.stack(list(losses.values())).sum()
     return losses, loss
