@@ -6,8 +6,10 @@ Same process, same photo (a real FUSeg wound photo, 512x512), same thread count.
 models, since random weights otherwise return 100 low-score masks to paste), run at
 its default ``min_size=800`` and also at the shipped models' input size for a like-for-like
 comparison. The shipped models are timed in float32 and under CPU bfloat16 autocast
-(``medseg photo predict --bf16``); the peer in float32. Prints one line per model and the ratio
-peer / ours.
+(``medseg photo predict --bf16``); the peer in float32. The shipped models are also timed as
+``medseg photo predict`` runs them -- the whole ``predict_array`` call with the checkpoint's
+settings (flip test-time augmentation = 4 forward passes, instance selection, mask pasting) --
+in float32. Prints one line per model and the ratio peer / ours.
 
     .venv/bin/python benchmarks/photo.py [--threads 1] [--repeats 5]
 """
@@ -19,11 +21,13 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
 from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model
 from medseg.photo.datasets import read_photo
+from medseg.photo.inference import predict_array
 
 REPO = Path(__file__).resolve().parents[1]
 PHOTO = REPO.parent / "shared" / "data" / "fuseg_wound" / "train" / "images" / "0011.png"
@@ -46,13 +50,27 @@ def seconds_per_photo(
     return statistics.median(times)
 
 
+def seconds_per_prediction(
+    model: torch.nn.Module, array: np.ndarray, repeats: int, *, settings: dict
+) -> float:
+    """Median wall-clock seconds of one full ``predict_array`` call (after one warm-up)."""
+    predict_array(model, array, **settings)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        predict_array(model, array, **settings)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    image = torch.from_numpy(read_photo(PHOTO).copy()).permute(2, 0, 1).float().div(255)
+    array = read_photo(PHOTO)
+    image = torch.from_numpy(array.copy()).permute(2, 0, 1).float().div(255)
     shape = tuple(image.shape[1:])
     print(f"photo {PHOTO.name} {shape}, threads={args.threads}, repeats={args.repeats}")
     results: dict[str, float] = {}
@@ -61,8 +79,18 @@ def main() -> None:
         if not (WEIGHTS_DIR / f"{name}.pt").is_file():
             print(f"{name}: not shipped, skipped")
             continue
-        model, spec, _ = load_photo_model(name)
+        model, spec, checkpoint = load_photo_model(name)
         sizes.add(spec.image_size)
+        stored = checkpoint.get("inference", {})
+        settings = {
+            "score_threshold": checkpoint.get("metrics", {}).get("score_threshold", 0.5),
+            "max_instances": stored.get("max_instances"),
+            "tta": bool(stored.get("tta", False)),
+        }
+        tag = "tta" if settings["tta"] else "no tta"
+        results[f"{name} ({spec.architecture}, {spec.image_size}px, predict, {tag})"] = (
+            seconds_per_prediction(model, array, args.repeats, settings=settings)
+        )
         results[f"{name} ({spec.architecture}, {spec.image_size}px)"] = seconds_per_photo(
             model, image, args.repeats
         )
@@ -97,6 +125,7 @@ def main() -> None:
             continue
         for peer_name, theirs in peers.items():
             label = model_name.split()[0] + (" bf16" if "bf16" in model_name else "")
+            label += " predict" if "predict" in model_name else ""
             print(f"ratio {peer_name} / {label}: {theirs / mine:.1f}x")
 
 

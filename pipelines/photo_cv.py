@@ -1,6 +1,7 @@
 """Thin launcher: k-fold cross-validation of a photo Mask R-CNN config (train + held-out eval).
 
     taskset -c 1 .venv/bin/python pipelines/photo_cv.py CONFIG OUT_DIR [--folds 0 1 2 3 4]
+        [--iterations N] [--set KEY=VALUE ...]
 
 For each fold k (group folds of ``split_pairs``, ``round(1 / holdout_fraction)`` of them; a
 photo series never spans both sides) it trains ``CONFIG`` with ``fold: k`` into
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -58,7 +60,20 @@ def main() -> int:
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--iterations", type=int, help="override the config's iterations")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a top-level config key (VALUE parsed as YAML), e.g. --set image_size=256",
+    )
     args = parser.parse_args()
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = yaml.safe_load(value)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     torch.set_num_threads(1)
     per_fold: dict[str, Any] = {}
@@ -66,7 +81,11 @@ def main() -> int:
         fold_dir = args.out_dir / f"fold{fold}"
         if not (fold_dir / "final.pt").is_file():
             config = load_train_config(
-                args.config, output_dir=str(fold_dir), fold=fold, iterations=args.iterations
+                args.config,
+                output_dir=str(fold_dir),
+                fold=fold,
+                iterations=args.iterations,
+                **overrides,
             )
             start = time.monotonic()
             train(config, resume=(fold_dir / "last.pt").is_file())

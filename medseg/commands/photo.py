@@ -48,6 +48,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--bf16", action="store_true", help="CPU bfloat16 autocast (faster on AVX512-BF16 CPUs)"
     )
+    p.add_argument(
+        "--max-instances",
+        type=int,
+        default=None,
+        help="keep the N best-scoring instances per photo, 0 = all (default: the model's "
+        "setting; lesion keeps 1)",
+    )
+    p.add_argument(
+        "--tta",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="flip test-time augmentation, 4x the time (default: the model's setting)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
@@ -100,6 +113,8 @@ def _predict(args: argparse.Namespace) -> int:
             device=args.device,
             overwrite=args.overwrite,
             bf16=args.bf16,
+            max_instances=args.max_instances,
+            tta=args.tta,
             progress=bar.update,
         )
     n = sum(len(r["instances"]) for r in result["images"])

@@ -1,6 +1,8 @@
 """Training augmentation for photo/mask pairs (numpy + PIL, no OpenCV).
 
-Flips, a random zoom (crop in / pad out, then resize back to the input size) and colour jitter.
+Flips, a random zoom (crop in / pad out, then resize back to the input size), colour jitter and
+fixed-size random crops (train on windows at the photo's full resolution, predict on the whole
+photo).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["AugmentConfig", "augment_pair", "resize_pair"]
+__all__ = ["AugmentConfig", "augment_pair", "random_crop", "resize_pair"]
 
 
 @dataclass(frozen=True)
@@ -118,3 +120,41 @@ def augment_pair(
     if config.color_jitter > 0:
         image = _jitter(np.asarray(image), config.color_jitter, rng)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+def random_crop(
+    image: npt.NDArray[np.uint8],
+    mask: npt.NDArray[np.bool_],
+    size: int,
+    rng: np.random.Generator,
+    *,
+    foreground_probability: float = 2 / 3,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """A ``size`` x ``size`` window of the pair (zero-padded where the photo is smaller).
+
+    With probability ``foreground_probability`` (and when the mask has any foreground) the window
+    is placed so that a randomly chosen foreground pixel lies inside it -- small wounds would
+    otherwise be missed by most crops; else it is placed uniformly.
+
+    >>> m = np.zeros((100, 300), bool); m[40:50, 250:260] = True
+    >>> im, mc = random_crop(np.zeros((100, 300, 3), np.uint8), m, 64, np.random.default_rng(0),
+    ...                      foreground_probability=1.0)
+    >>> im.shape, mc.shape, int(mc.sum()) > 0
+    ((64, 64, 3), (64, 64), True)
+    """
+    rows, cols = mask.shape
+    pad_r, pad_c = max(0, size - rows), max(0, size - cols)
+    if pad_r or pad_c:
+        image = np.pad(image, ((0, pad_r), (0, pad_c), (0, 0)))
+        mask = np.pad(mask, ((0, pad_r), (0, pad_c)))
+        rows, cols = mask.shape
+    fg = np.flatnonzero(mask)
+    if fg.size and rng.random() < foreground_probability:
+        r, c = divmod(int(fg[rng.integers(fg.size)]), cols)
+        r0 = int(rng.integers(max(0, r - size + 1), min(r, rows - size) + 1))
+        c0 = int(rng.integers(max(0, c - size + 1), min(c, cols - size) + 1))
+    else:
+        r0 = int(rng.integers(0, rows - size + 1))
+        c0 = int(rng.integers(0, cols - size + 1))
+    window = (slice(r0, r0 + size), slice(c0, c0 + size))
+    return np.ascontiguousarray(image[window]), np.ascontiguousarray(mask[window])

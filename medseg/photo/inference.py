@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -11,7 +12,14 @@ from torchvision.models.detection import MaskRCNN
 
 from medseg.runtime import autocast, select_device
 
-__all__ = ["Instance", "PhotoPrediction", "overlay", "predict_array", "select_device"]
+__all__ = [
+    "TTA_FLIPS",
+    "Instance",
+    "PhotoPrediction",
+    "overlay",
+    "predict_array",
+    "select_device",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +71,70 @@ def photo_autocast(device: torch.device, bf16: bool) -> torch.autocast:
     return autocast(device.type, dtype)
 
 
+#: The four flips of test-time augmentation: (mirror columns, mirror rows).
+TTA_FLIPS: tuple[tuple[bool, bool], ...] = (
+    (False, False),
+    (True, False),
+    (False, True),
+    (True, True),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class _Detections:
+    """Raw network output for one photo, masks already mapped back to the unflipped photo."""
+
+    boxes: npt.NDArray[np.float32]
+    scores: npt.NDArray[np.float32]
+    labels: npt.NDArray[np.int64]
+    soft: npt.NDArray[np.float32]  # (n, rows, columns) mask probabilities
+
+
+def _flip(array: npt.NDArray[Any], columns: bool, rows: bool) -> npt.NDArray[Any]:
+    """Mirror masks (..., rows, columns) along columns and/or rows."""
+    if columns:
+        array = array[..., ::-1]
+    if rows:
+        array = array[..., ::-1, :]
+    return array
+
+
+def _detect(
+    model: MaskRCNN,
+    image: npt.NDArray[np.uint8],
+    device: torch.device,
+    bf16: bool,
+    flip: tuple[bool, bool] = (False, False),
+) -> _Detections:
+    """One forward pass on ``image`` mirrored by ``flip``; masks are mirrored back."""
+    columns, rows = flip
+    view = image[:, ::-1] if columns else image
+    view = view[::-1] if rows else view
+    tensor = torch.from_numpy(np.array(view)).permute(2, 0, 1).float().div(255)
+    with photo_autocast(device, bf16):
+        output = model([tensor.to(device)])[0]
+    soft = _flip(output["masks"].float().cpu().numpy()[:, 0], columns, rows)
+    return _Detections(
+        output["boxes"].float().cpu().numpy(),
+        output["scores"].float().cpu().numpy(),
+        output["labels"].cpu().numpy(),
+        np.ascontiguousarray(soft),
+    )
+
+
+def _select(
+    det: _Detections, score_threshold: float, mask_threshold: float, max_instances: int | None
+) -> list[int]:
+    """Indices of detections kept: score >= threshold, non-empty mask, best ``max_instances``."""
+    order = np.argsort(-det.scores, kind="stable")
+    kept = [
+        int(i)
+        for i in order
+        if det.scores[i] >= score_threshold and bool((det.soft[i] > mask_threshold).any())
+    ]
+    return kept if max_instances is None else kept[:max_instances]
+
+
 @torch.no_grad()
 def predict_array(
     model: MaskRCNN,
@@ -71,37 +143,98 @@ def predict_array(
     score_threshold: float = 0.5,
     mask_threshold: float = 0.5,
     bf16: bool = False,
+    max_instances: int | None = None,
+    tta: bool = False,
 ) -> PhotoPrediction:
     """Predict instances on an RGB uint8 photo (rows, columns, 3).
 
-    Instances scoring below ``score_threshold`` or with an empty mask are dropped; the union
-    mask has the photo's shape (all-False when nothing is kept). ``bf16=True`` runs the network
-    under CPU bfloat16 autocast (about 2x faster convolutions on CPUs with AVX512-BF16).
+    Instances scoring below ``score_threshold`` or with an empty mask are dropped, and only the
+    ``max_instances`` best-scoring ones are kept (``None``: all); the union mask has the photo's
+    shape (all-False when nothing is kept). ``bf16=True`` runs the network under CPU bfloat16
+    autocast (about 2x faster convolutions on CPUs with AVX512-BF16).
+
+    ``tta=True`` (test-time augmentation) runs the network on the photo and its three mirror
+    images (:data:`TTA_FLIPS`), 4x the time. In each pass the kept instances' mask
+    probabilities are combined by their maximum; the four maps are averaged and thresholded at
+    ``mask_threshold``. The instances are then the connected regions of that mask -- the way
+    reference masks define instances (:func:`medseg.photo.datasets.instances_from_mask`) -- each
+    with the score and label of the best detection (in any pass) overlapping it, and its
+    bounding box. Touching instances therefore merge into one.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    tensor = torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255)
-    with photo_autocast(device, bf16):
-        output = model([tensor.to(device)])[0]
-    if was_training:
-        model.train()
-    union = np.zeros(image.shape[:2], dtype=bool)
-    kept: list[Instance] = []
-    for box, score, label, soft in zip(
-        output["boxes"].float().cpu().numpy(),
-        output["scores"].float().cpu().numpy(),
-        output["labels"].cpu().numpy(),
-        output["masks"].float().cpu().numpy(),
-        strict=True,
-    ):
-        if score < score_threshold:
+    try:
+        if not tta:
+            det = _detect(model, image, device, bf16)
+            kept = [
+                Instance(
+                    tuple(float(v) for v in det.boxes[i]),  # type: ignore[arg-type]
+                    float(det.scores[i]),
+                    int(det.labels[i]),
+                    det.soft[i] > mask_threshold,
+                )
+                for i in _select(det, score_threshold, mask_threshold, max_instances)
+            ]
+            union = np.zeros(image.shape[:2], dtype=bool)
+            for inst in kept:
+                union |= inst.mask
+            return PhotoPrediction(tuple(kept), union)
+        return _predict_tta(
+            model,
+            image,
+            device=device,
+            bf16=bf16,
+            score_threshold=score_threshold,
+            mask_threshold=mask_threshold,
+            max_instances=max_instances,
+        )
+    finally:
+        if was_training:
+            model.train()
+
+
+def _predict_tta(
+    model: MaskRCNN,
+    image: npt.NDArray[np.uint8],
+    *,
+    device: torch.device,
+    bf16: bool,
+    score_threshold: float,
+    mask_threshold: float,
+    max_instances: int | None,
+) -> PhotoPrediction:
+    """Flip test-time augmentation (see :func:`predict_array`)."""
+    from scipy import ndimage
+
+    prob = np.zeros(image.shape[:2], dtype=np.float32)
+    support: list[tuple[npt.NDArray[np.bool_], float, int]] = []
+    for flip in TTA_FLIPS:
+        det = _detect(model, image, device, bf16, flip)
+        chosen = _select(det, score_threshold, mask_threshold, max_instances)
+        if chosen:
+            prob += det.soft[chosen].max(axis=0)
+        support += [
+            (det.soft[i] > mask_threshold, float(det.scores[i]), int(det.labels[i])) for i in chosen
+        ]
+    union = prob / len(TTA_FLIPS) > mask_threshold
+    regions, n = ndimage.label(union)
+    found: list[Instance] = []
+    for index, window in enumerate(ndimage.find_objects(regions), start=1):
+        if window is None:
             continue
-        mask = soft[0] > mask_threshold
-        if not mask.any():
-            continue
-        kept.append(Instance(tuple(float(v) for v in box), float(score), int(label), mask))  # type: ignore[arg-type]
-        union |= mask
+        region = regions == index
+        # mean probability > threshold implies some pass had a kept mask > threshold here
+        score, label = max((s, lab) for m, s, lab in support if (m[window] & region[window]).any())
+        rows, cols = window
+        box = (float(cols.start), float(rows.start), float(cols.stop), float(rows.stop))
+        found.append(Instance(box, score, label, region))
+    found.sort(key=lambda inst: (-inst.score, -inst.area_px))
+    kept = found if max_instances is None else found[:max_instances]
+    if len(kept) < n:
+        union = np.zeros_like(union)
+        for inst in kept:
+            union |= inst.mask
     return PhotoPrediction(tuple(kept), union)
 
 

@@ -3,7 +3,8 @@
 Per photo ``<stem>``: ``<stem>_mask.png`` (8-bit greyscale, 0/255, union of kept instances, the
 photo's displayed size and orientation) and ``<stem>_overlay.png`` (RGB). ``predictions.json``::
 
-    {"model": {...spec, "file": ...}, "score_threshold": 0.5,
+    {"model": {...spec, "file": ...}, "score_threshold": 0.5, "bf16": false,
+     "max_instances": null, "tta": true,
      "images": [{"image": "a.jpg", "stem": "a", "width": W, "height": H,
                  "mask": "a_mask.png", "overlay": "a_overlay.png",
                  "instances": [{"box": [x0, y0, x1, y1], "score": s, "area_px": n,
@@ -47,6 +48,8 @@ def predict_files(
     device: str = "auto",
     overwrite: bool = False,
     bf16: bool = False,
+    max_instances: int | None = None,
+    tta: bool | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Predict every photo, write masks/overlays and ``predictions.json``; return the JSON dict.
@@ -67,6 +70,13 @@ def predict_files(
     bf16
         Run the network under CPU bfloat16 autocast (faster on CPUs with AVX512-BF16; masks
         can differ from float32 by a few boundary pixels).
+    max_instances
+        Keep only the N best-scoring instances per photo; ``0`` keeps all; ``None`` uses the
+        checkpoint's setting (the shipped ``lesion`` model keeps 1: dermoscopy frames one
+        lesion), else all.
+    tta
+        Flip test-time augmentation (4 passes; see :func:`~medseg.photo.inference.predict_array`);
+        ``None`` uses the checkpoint's setting, else off.
     progress
         Called with 1 after each photo (for a progress bar).
 
@@ -97,13 +107,23 @@ def predict_files(
         ] + ([out / "predictions.json"] if (out / "predictions.json").exists() else [])
         if existing:
             raise InputError(f"{existing[0]} exists; pass --overwrite to replace outputs.")
+    if max_instances is not None and max_instances < 0:
+        raise InputError(f"max_instances must be >= 0 (0 keeps all), got {max_instances}.")
     net, spec, checkpoint = load_photo_model(model)
     if score_threshold is None:
         score_threshold = float(checkpoint.get("metrics", {}).get("score_threshold", 0.5))
+    stored = checkpoint.get("inference", {})
+    if max_instances is None:
+        max_instances = stored.get("max_instances")
+    limit = max_instances or None
+    if tta is None:
+        tta = bool(stored.get("tta", False))
     net.to(select_device(device))
     records = []
     for path, stem, image in zip(paths, stems, arrays, strict=True):
-        pred = predict_array(net, image, score_threshold=score_threshold, bf16=bf16)
+        pred = predict_array(
+            net, image, score_threshold=score_threshold, bf16=bf16, max_instances=limit, tta=tta
+        )
         write_png(out / f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255)
         write_png(out / f"{stem}_overlay.png", overlay(image, pred.mask))
         records.append(
@@ -135,6 +155,8 @@ def predict_files(
         "model": {**spec.to_dict(), "file": str(resolve_model(model))},
         "score_threshold": score_threshold,
         "bf16": bf16,
+        "max_instances": limit,
+        "tta": tta,
         "images": records,
     }
     target = out / "predictions.json"

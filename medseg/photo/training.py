@@ -10,12 +10,14 @@ and the shipped ``medseg/weights/*.pt`` files are).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import platform
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,7 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 
 from medseg.errors import ConfigError
-from medseg.photo.augment import AugmentConfig, augment_pair, resize_pair
+from medseg.photo.augment import AugmentConfig, augment_pair, random_crop, resize_pair
 from medseg.photo.checkpoint import read_checkpoint, save_checkpoint
 from medseg.photo.datasets import (
     PhotoPair,
@@ -64,6 +66,14 @@ class TrainConfig:
     ignored -- and evaluates/checkpoints every ``eval_every`` steps (default: once per epoch).
     ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adamw"``; ``bf16`` trains and evaluates
     under CPU bfloat16 autocast (ignored on CUDA, which uses float16 AMP).
+    ``crop_size`` trains on random ``crop_size`` windows of the photos (resized so the shorter
+    side is ``image_size``) at that resolution -- two thirds of them placed on foreground --
+    while evaluation and prediction see the whole photo at ``image_size``: full-resolution
+    training for the cost of ``crop_size``-pixel inputs.
+    ``max_instances`` (keep only the N best-scoring instances, e.g. 1 for dermoscopy, which
+    frames one lesion) and ``tta`` (flip test-time augmentation) are inference defaults: they are
+    stored in the checkpoint for ``medseg photo predict``; ``max_instances`` also applies to the
+    in-training evaluation and to the score-threshold tuning.
     """
 
     name: str
@@ -73,6 +83,7 @@ class TrainConfig:
     architecture: str = "mobilenet_v3_fpn"
     class_name: str = "object"
     image_size: int = 256
+    crop_size: int | None = None
     batch_size: int = 4
     epochs: int = 30
     iterations: int | None = None
@@ -88,6 +99,8 @@ class TrainConfig:
     fold: int = 0
     seed: int = 0
     score_threshold: float = 0.5
+    max_instances: int | None = None
+    tta: bool = False
     min_instance_area_px: int = 16
     max_minutes: float | None = None
     weights: str | None = None
@@ -136,10 +149,19 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(f"{path}: {exc}") from exc
     if config.image_size < 64 or config.batch_size < 1 or config.epochs < 1:
         raise ConfigError(f"{path}: image_size >= 64, batch_size >= 1 and epochs >= 1 required.")
-    if (config.iterations is not None and config.iterations < 1) or (
-        config.eval_every is not None and config.eval_every < 1
+    if any(
+        v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1)
+        for v in (config.iterations, config.eval_every, config.max_instances)
     ):
-        raise ConfigError(f"{path}: iterations and eval_every must be >= 1 when given.")
+        raise ConfigError(
+            f"{path}: iterations, eval_every and max_instances must be integers >= 1 when given "
+            "(max_instances: null keeps every instance)."
+        )
+    if config.crop_size is not None and not 64 <= config.crop_size <= config.image_size:
+        raise ConfigError(
+            f"{path}: crop_size must be between 64 and image_size ({config.image_size}), "
+            f"got {config.crop_size}; use null to train on whole photos."
+        )
     if config.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"{path}: optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}.")
     return config
@@ -220,6 +242,21 @@ def _optimizer(config: TrainConfig, params: list[nn.Parameter]) -> torch.optim.O
     )
 
 
+@contextlib.contextmanager
+def _input_size(model: MaskRCNN, crop_size: int | None) -> Iterator[None]:
+    """Let ``crop_size`` crops through the model's resize unscaled (no-op for ``None``)."""
+    if crop_size is None:
+        yield
+        return
+    transform = model.transform
+    saved = transform.min_size, transform.max_size
+    transform.min_size, transform.max_size = (crop_size,), crop_size
+    try:
+        yield
+    finally:
+        transform.min_size, transform.max_size = saved
+
+
 def _train_step(
     model: MaskRCNN,
     batch: list[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]],
@@ -233,11 +270,13 @@ def _train_step(
     images, targets = [], []
     for raw_image, raw_mask in batch:
         image, mask = augment_pair(raw_image, raw_mask, config.augment, rng)
+        if config.crop_size is not None:
+            image, mask = random_crop(image, mask, config.crop_size, rng)
         images.append(torch.from_numpy(image).permute(2, 0, 1).float().div(255).to(device))
         targets.append(
             {k: v.to(device) for k, v in _target(mask, config.min_instance_area_px).items()}
         )
-    with photo_autocast(device, bf16):
+    with photo_autocast(device, bf16), _input_size(model, config.crop_size):
         losses = model(images, targets)
     losses = {k: v.float() for k, v in losses.items()}
     loss = torch.stack(list(losses.values())).sum()
@@ -245,10 +284,15 @@ def _train_step(
 
 
 def _evaluate(
-    model: torch.nn.Module, data: list, threshold: float, bf16: bool = False
+    model: MaskRCNN, data: list, threshold: float, bf16: bool, max_instances: int | None
 ) -> tuple[float, float]:
     scores = [
-        dice_jaccard(predict_array(model, im, score_threshold=threshold, bf16=bf16).mask, m)
+        dice_jaccard(
+            predict_array(
+                model, im, score_threshold=threshold, bf16=bf16, max_instances=max_instances
+            ).mask,
+            m,
+        )
         for im, m in data
     ]
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
@@ -260,11 +304,13 @@ def tune_score_threshold(
     candidates: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7),
     *,
     bf16: bool = False,
+    max_instances: int | None = None,
 ) -> tuple[float, dict[float, float]]:
     """Pick the instance score threshold with the best mean Dice on (training) photos.
 
-    One forward pass per photo; the union mask is rebuilt for every candidate. Call it on
-    training photos only, so held-out figures stay unbiased.
+    One forward pass per photo; the union mask is rebuilt for every candidate from the
+    ``max_instances`` best instances above it. Call it on training photos only, so held-out
+    figures stay unbiased.
 
     Returns
     -------
@@ -277,9 +323,9 @@ def tune_score_threshold(
         pred = predict_array(model, image, score_threshold=low, bf16=bf16)
         for t in candidates:
             union = np.zeros(mask.shape, dtype=bool)
-            for inst in pred.instances:
-                if inst.score >= t:
-                    union |= inst.mask
+            above = [inst for inst in pred.instances if inst.score >= t]
+            for inst in above if max_instances is None else above[:max_instances]:
+                union |= inst.mask
             sums[t] += dice_jaccard(union, mask)[0]
     table = {t: sums[t] / max(1, len(data)) for t in candidates}
     best = max(candidates, key=lambda t: (round(table[t], 6), t))
@@ -409,7 +455,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         recalibrate_batchnorm(model, train_data[:64], config.batch_size)
         val_dice, val_jac = (
-            _evaluate(model, held_data, config.score_threshold, bf16)
+            _evaluate(model, held_data, config.score_threshold, bf16, config.max_instances)
             if held_data
             else (float("nan"),) * 2
         )
@@ -448,7 +494,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             break
     with log_path.open() as fh:
         last = list(csv.DictReader(fh))[-1]
-    threshold, table = tune_score_threshold(model, train_data[::2], bf16=bf16)
+    threshold, table = tune_score_threshold(
+        model, train_data[::2], bf16=bf16, max_instances=config.max_instances
+    )
     logger.info(
         "score threshold %.2f (training-photo mean Dice by threshold: %s)", threshold, table
     )
@@ -471,6 +519,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             "spec": spec.to_dict(),
             "config": asdict(config),
             "metrics": metrics,
+            "inference": {"max_instances": config.max_instances, "tta": config.tta},
         },
         half=True,
     )

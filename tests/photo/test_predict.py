@@ -134,3 +134,29 @@ def test_bf16_cli_flag_matches_float32(tmp_path: Path, shared_data: Path) -> Non
     assert (bf16["height"], bf16["width"]) == (fp32["height"], fp32["width"]) == (224, 224)
     # random weights: bf16 keeps the same number of detections within a few
     assert abs(len(bf16["instances"]) - len(fp32["instances"])) <= 5
+
+
+def test_checkpoint_inference_settings_are_defaults_and_overridable(
+    tmp_path: Path, tiny_checkpoint: Path, shared_data: Path
+) -> None:
+    data = torch.load(tiny_checkpoint, weights_only=True)
+    data["inference"] = {"max_instances": 1, "tta": True}
+    single = save_checkpoint(tmp_path / "single.pt", data)
+    photo = find_pairs(shared_data / "medetec_wound")[0].image
+    everything = predict_files([photo], tmp_path / "all", model=tiny_checkpoint, score_threshold=0)
+    assert (everything["max_instances"], everything["tta"]) == (None, False)
+    assert len(everything["images"][0]["instances"]) > 1  # random weights: many detections
+    stored = predict_files([photo], tmp_path / "one", model=single, score_threshold=0)
+    assert (stored["max_instances"], stored["tta"]) == (1, True)
+    assert len(stored["images"][0]["instances"]) <= 1
+    best = predict_files([photo], tmp_path / "b", model=single, score_threshold=0, tta=False)
+    assert (best["max_instances"], best["tta"]) == (1, False)
+    top = max(everything["images"][0]["instances"], key=lambda inst: inst["score"])
+    assert best["images"][0]["instances"] == [top]
+    overridden = predict_files(
+        [photo], tmp_path / "o", model=single, score_threshold=0, max_instances=0, tta=False
+    )
+    assert (overridden["max_instances"], overridden["tta"]) == (None, False)
+    assert overridden["images"][0]["instances"] == everything["images"][0]["instances"]
+    with pytest.raises(InputError, match="max_instances must be >= 0"):
+        predict_files([photo], tmp_path / "x", model=single, max_instances=-1)

@@ -72,7 +72,16 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
 
 
 @pytest.mark.parametrize(
-    ("key", "value"), [("optimizer", "adam"), ("iterations", 0), ("eval_every", -1)]
+    ("key", "value"),
+    [
+        ("optimizer", "adam"),
+        ("iterations", 0),
+        ("eval_every", -1),
+        ("max_instances", 0),
+        ("max_instances", "one"),
+        ("crop_size", 512),
+        ("crop_size", 32),
+    ],
 )
 def test_bad_step_settings_rejected(tmp_path: Path, key: str, value: object) -> None:
     path = tmp_path / "c.yaml"
@@ -89,12 +98,15 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
             datasets=["medetec_wound"],
             data_root=str(shared_data),
             output_dir=str(tmp_path / "run"),
-            image_size=64,
+            image_size=96,
             batch_size=2,
             iterations=iterations,
             eval_every=2,
             warmup_iterations=1,
             fold=1,
+            max_instances=1,
+            tta=True,
+            crop_size=64,  # trains on 64-px windows, evaluates whole 96-px photos
         )
 
     final = train(config(5))  # type: ignore[arg-type]
@@ -105,6 +117,7 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
     ckpt = read_checkpoint(final)
     assert ckpt["config"]["bf16"] is True and ckpt["config"]["fold"] == 1
     assert ckpt["metrics"]["iterations_trained"] == 5
+    assert ckpt["inference"] == {"max_instances": 1, "tta": True}
     assert ckpt["spec"]["architecture"] == "small_resnet_gn_fpn"
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
@@ -164,3 +177,19 @@ def test_tune_score_threshold_picks_best_dice(monkeypatch: pytest.MonkeyPatch) -
     assert best == 0.6
     assert table[0.2] == 1.0 and table[0.7] == 0.0
     assert table[0.05] == pytest.approx(2 * 25 / (25 + 25 + 36))
+    # Keeping only the best instance drops the low-scoring wrong one at every threshold <= 0.6.
+    best, table = training.tune_score_threshold(None, [(image, truth)], max_instances=1)  # type: ignore[arg-type]
+    assert best == 0.6 and table[0.05] == 1.0 and table[0.7] == 0.0
+
+
+def test_crop_training_feeds_crops_unscaled_and_restores_the_photo_size() -> None:
+    from medseg.photo.models import build_maskrcnn
+    from medseg.photo.training import _input_size
+
+    model = build_maskrcnn("small_resnet_gn_fpn", image_size=128)
+    crop = [torch.rand(3, 48, 48)]
+    with _input_size(model, 48):
+        assert tuple(model.transform(crop)[0].image_sizes[0]) == (48, 48)
+    assert tuple(model.transform(crop)[0].image_sizes[0]) == (128, 128)  # resized again
+    with _input_size(model, None):
+        assert tuple(model.transform(crop)[0].image_sizes[0]) == (128, 128)
