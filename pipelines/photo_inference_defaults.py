@@ -1,0 +1,43 @@
+"""Thin launcher: set the prediction defaults stored in a photo checkpoint.
+
+    .venv/bin/python pipelines/photo_inference_defaults.py CHECKPOINT [--max-instances N]
+        [--tta | --no-tta]
+
+``medseg photo predict`` reads ``max_instances`` (0 = keep all) and ``tta`` (flip test-time
+augmentation) from the checkpoint unless given on its command line; ``medseg photo train`` writes
+them from the config. This sets them on a checkpoint trained before those keys existed (or
+changes them) without touching the weights; the file is rewritten atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from medseg.photo.checkpoint import read_checkpoint, save_checkpoint
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("--max-instances", type=int, help="0 keeps every instance")
+    parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    args = parser.parse_args()
+    if args.max_instances is not None and args.max_instances < 0:
+        parser.error("--max-instances must be >= 0 (0 keeps every instance)")
+    data = read_checkpoint(args.checkpoint)
+    settings = dict(data.get("inference") or {"max_instances": None, "tta": False})
+    if args.max_instances is not None:
+        settings["max_instances"] = args.max_instances or None
+    if args.tta is not None:
+        settings["tta"] = args.tta
+    data["inference"] = settings
+    save_checkpoint(args.checkpoint, data)
+    sys.stdout.write(f"{args.checkpoint}: inference defaults {json.dumps(settings)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
