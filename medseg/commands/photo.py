@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="override epochs")
     p.add_argument("--iterations", type=int, help="override iterations (optimizer steps)")
     p.add_argument("--fold", type=int, help="override the held-out group fold")
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        help="override holdout_fraction; 0 trains the final model on every photo",
+    )
     p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time")
     p.add_argument("--weights", help="user-supplied COCO/ImageNet state dict (weights_only)")
     p.add_argument("--data-root", help="override data_root")
@@ -90,6 +95,7 @@ def _train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         iterations=args.iterations,
         fold=args.fold,
+        holdout_fraction=args.holdout_fraction,
         max_minutes=args.max_minutes,
         weights=str(Path(args.weights).resolve()) if args.weights else None,
         data_root=str(Path(args.data_root).resolve()) if args.data_root else None,

@@ -230,14 +230,22 @@ def split_pairs(
 
     Groups are shuffled with ``seed`` and cut into ``round(1 / holdout_fraction)`` folds of
     near-equal photo count; fold ``fold`` is held out (so folds 0..k-1 give a cross-validation).
+    ``holdout_fraction=0`` holds nothing out (the final model after a cross-validation is
+    trained on every photo; ``fold`` is then ignored).
 
     >>> ps = [PhotoPair(Path(f"{g}-{i}.png"), Path("m.png"), g) for g in "abcde" for i in range(2)]
     >>> train, held = split_pairs(ps, holdout_fraction=0.2)
     >>> len(train), len(held), {p.group for p in train} & {p.group for p in held}
     (8, 2, set())
+    >>> [len(part) for part in split_pairs(ps, holdout_fraction=0)]
+    [10, 0]
     """
-    if not 0 < holdout_fraction < 1:
-        raise InputError(f"holdout_fraction must be in (0, 1), got {holdout_fraction}.")
+    if not 0 <= holdout_fraction < 1:
+        raise InputError(
+            f"holdout_fraction must be in [0, 1), got {holdout_fraction} (0 trains on every photo)."
+        )
+    if holdout_fraction == 0:
+        return list(pairs), []
     n_folds = max(2, round(1 / holdout_fraction))
     if not 0 <= fold < n_folds:
         raise InputError(f"fold must be in 0..{n_folds - 1}, got {fold}.")

@@ -503,8 +503,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     metrics = {
         "score_threshold": threshold,
         "train_dice_by_threshold": {str(k): round(v, 4) for k, v in table.items()},
-        "held_out_dice": float(last["val_dice"]),
-        "held_out_jaccard": float(last["val_jaccard"]),
+        "held_out_dice": float(last["val_dice"]) if held else None,
+        "held_out_jaccard": float(last["val_jaccard"]) if held else None,
         "epochs_trained": int(last["epoch"]),  # evaluation periods when `iterations` is set
         "iterations_trained": int(last["iteration"]),
         "n_train": len(train_pairs),

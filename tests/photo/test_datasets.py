@@ -67,6 +67,10 @@ def test_medetec_series_never_split(shared_data: Path) -> None:
         in_train = {p.image.name for p in train} & series
         assert in_train in (set(), series)
         assert 0.15 < len(held) / len(pairs) < 0.25
+    everything, none = split_pairs(pairs, holdout_fraction=0.0)  # final model: every photo
+    assert everything == pairs and none == []
+    with pytest.raises(InputError, match=r"holdout_fraction must be in \[0, 1\), got 1.0"):
+        split_pairs(pairs, holdout_fraction=1.0)
 
 
 def test_exif_orientation_applied(tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,7 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.photo.checkpoint import load_photo_model, read_checkpoint
+from medseg.photo.datasets import find_pairs
 from medseg.photo.training import load_train_config, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -19,6 +21,10 @@ def test_shipped_configs_load() -> None:
         assert config.weights is None and config.architecture == "small_resnet_gn_fpn"
         assert Path(config.data_root).is_dir()
         assert config.optimizer == "adamw" and config.bf16 and config.iterations >= 1000
+        assert config.tta is True and config.crop_size is None
+    lesion = load_train_config(REPO / "pipelines" / "skin_lesion_maskrcnn.yaml")
+    wound = load_train_config(REPO / "pipelines" / "wound_maskrcnn.yaml")
+    assert (lesion.max_instances, wound.max_instances) == (1, None)
 
 
 def test_unknown_key_rejected(tmp_path: Path) -> None:
@@ -193,3 +199,26 @@ def test_crop_training_feeds_crops_unscaled_and_restores_the_photo_size() -> Non
     assert tuple(model.transform(crop)[0].image_sizes[0]) == (128, 128)  # resized again
     with _input_size(model, None):
         assert tuple(model.transform(crop)[0].image_sizes[0]) == (128, 128)
+
+
+@pytest.mark.slow
+def test_final_model_on_every_photo(tmp_path: Path, shared_data: Path) -> None:
+    config = load_train_config(
+        REPO / "pipelines" / "skin_lesion_maskrcnn.yaml",
+        datasets=["ham10000_skin_lesion"],
+        data_root=str(shared_data),
+        output_dir=str(tmp_path / "all"),
+        image_size=64,
+        batch_size=2,
+        iterations=2,
+        eval_every=2,
+        warmup_iterations=1,
+        holdout_fraction=0.0,
+    )
+    ckpt = read_checkpoint(train(config))
+    n_photos = len(find_pairs(shared_data / "ham10000_skin_lesion"))
+    assert (ckpt["metrics"]["n_train"], ckpt["metrics"]["n_held_out"]) == (n_photos, 0)
+    assert ckpt["metrics"]["held_out_dice"] is None
+    assert ckpt["inference"] == {"max_instances": 1, "tta": True}  # the lesion config's defaults
+    split = json.loads((tmp_path / "all" / "split.json").read_text())
+    assert len(split["train"]) == n_photos and split["held_out"] == []
