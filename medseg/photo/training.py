@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "TrainConfig",
     "load_train_config",
+    "pick_threshold",
     "recalibrate_batchnorm",
     "train",
     "tune_score_threshold",
@@ -305,17 +306,20 @@ def tune_score_threshold(
     *,
     bf16: bool = False,
     max_instances: int | None = None,
+    tolerance: float = 0.005,
 ) -> tuple[float, dict[float, float]]:
     """Pick the instance score threshold with the best mean Dice on (training) photos.
 
     One forward pass per photo; the union mask is rebuilt for every candidate from the
     ``max_instances`` best instances above it. Call it on training photos only, so held-out
-    figures stay unbiased.
+    figures stay unbiased. The *highest* threshold within ``tolerance`` of the best mean Dice
+    wins: the training photos all show a wound or lesion, so a lower threshold that wins by a
+    hair there would buy nothing but false positives on photos without one.
 
     Returns
     -------
     best, table
-        The best threshold (ties -> the higher one) and ``{threshold: mean Dice}``.
+        The chosen threshold and ``{threshold: mean Dice}``.
     """
     low = min(candidates)
     sums = dict.fromkeys(candidates, 0.0)
@@ -328,8 +332,19 @@ def tune_score_threshold(
                 union |= inst.mask
             sums[t] += dice_jaccard(union, mask)[0]
     table = {t: sums[t] / max(1, len(data)) for t in candidates}
-    best = max(candidates, key=lambda t: (round(table[t], 6), t))
-    return best, table
+    return pick_threshold(table, tolerance), table
+
+
+def pick_threshold(table: dict[float, float], tolerance: float = 0.005) -> float:
+    """The highest threshold whose mean Dice is within ``tolerance`` of the best one.
+
+    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863})
+    0.5
+    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863}, tolerance=0.0)
+    0.1
+    """
+    top = max(table.values())
+    return max(t for t, dice in table.items() if dice >= top - tolerance - 1e-9)
 
 
 def _plot(log_path: Path, png: Path) -> None:
