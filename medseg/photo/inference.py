@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,15 +89,6 @@ class _Detections:
     soft: npt.NDArray[np.float32]  # (n, rows, columns) mask probabilities
 
 
-def _flip(array: npt.NDArray[Any], columns: bool, rows: bool) -> npt.NDArray[Any]:
-    """Mirror masks (..., rows, columns) along columns and/or rows."""
-    if columns:
-        array = array[..., ::-1]
-    if rows:
-        array = array[..., ::-1, :]
-    return array
-
-
 def _detect(
     model: MaskRCNN,
     image: npt.NDArray[np.uint8],
@@ -106,19 +96,24 @@ def _detect(
     bf16: bool,
     flip: tuple[bool, bool] = (False, False),
 ) -> _Detections:
-    """One forward pass on ``image`` mirrored by ``flip``; masks are mirrored back."""
+    """One forward pass on ``image`` mirrored by ``flip``; boxes and masks are mirrored back."""
     columns, rows = flip
-    view = image[:, ::-1] if columns else image
-    view = view[::-1] if rows else view
-    tensor = torch.from_numpy(np.array(view)).permute(2, 0, 1).float().div(255)
+    axes = (slice(None, None, -1 if rows else 1), slice(None, None, -1 if columns else 1))
+    tensor = torch.from_numpy(np.array(image[axes])).permute(2, 0, 1).float().div(255)
     with photo_autocast(device, bf16):
         output = model([tensor.to(device)])[0]
-    soft = _flip(output["masks"].float().cpu().numpy()[:, 0], columns, rows)
+    boxes = output["boxes"].float().cpu().numpy()
+    height, width = image.shape[:2]
+    if columns:
+        boxes[:, [0, 2]] = width - boxes[:, [2, 0]]
+    if rows:
+        boxes[:, [1, 3]] = height - boxes[:, [3, 1]]
+    soft = output["masks"].float().cpu().numpy()[:, 0]
     return _Detections(
-        output["boxes"].float().cpu().numpy(),
+        boxes,
         output["scores"].float().cpu().numpy(),
         output["labels"].cpu().numpy(),
-        np.ascontiguousarray(soft),
+        np.ascontiguousarray(soft[(slice(None), *axes)]),
     )
 
 

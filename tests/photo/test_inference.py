@@ -131,3 +131,14 @@ def test_tta_keeps_a_region_seen_in_three_of_four_passes() -> None:
     np.testing.assert_array_equal(tta.mask, _square(5, 5))
     assert len(tta.instances) == 1 and tta.instances[0].box == (5.0, 5.0, 15.0, 15.0)
     assert tta.instances[0].score == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize("flip", TTA_FLIPS)
+def test_each_pass_maps_boxes_and_masks_back_to_the_photo(flip: tuple[bool, bool]) -> None:
+    from medseg.photo.inference import _detect
+
+    image = _photo(SQUARES)
+    det = _detect(SquareDetector(), image, torch.device("cpu"), False, flip)
+    order = np.argsort(-det.scores)
+    assert det.boxes[order].tolist() == [[35, 25, 45, 35], [60, 45, 70, 55], [5, 5, 15, 15]]
+    np.testing.assert_array_equal(det.soft[order[0]] > 0.5, _square(25, 35))
