@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model
+from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model, prediction_defaults
 from medseg.photo.datasets import read_photo
 from medseg.photo.inference import predict_array
 
@@ -81,12 +81,7 @@ def main() -> None:
             continue
         model, spec, checkpoint = load_photo_model(name)
         sizes.add(spec.image_size)
-        stored = checkpoint.get("inference", {})
-        settings = {
-            "score_threshold": checkpoint.get("metrics", {}).get("score_threshold", 0.5),
-            "max_instances": stored.get("max_instances"),
-            "tta": bool(stored.get("tta", False)),
-        }
+        settings = prediction_defaults(checkpoint)
         tag = "tta" if settings["tta"] else "no tta"
         results[f"{name} ({spec.architecture}, {spec.image_size}px, predict, {tag})"] = (
             seconds_per_prediction(model, array, args.repeats, settings=settings)

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from medseg.photo.checkpoint import read_checkpoint, save_checkpoint
+from medseg.photo.checkpoint import prediction_defaults, read_checkpoint, save_checkpoint
 from medseg.photo.training import pick_threshold
 
 
@@ -37,7 +37,8 @@ def main() -> int:
     if args.max_instances is not None and args.max_instances < 0:
         parser.error("--max-instances must be >= 0 (0 keeps every instance)")
     data = read_checkpoint(args.checkpoint)
-    settings = dict(data.get("inference") or {"max_instances": None, "tta": False})
+    defaults = prediction_defaults(data)
+    settings = {"max_instances": defaults["max_instances"], "tta": defaults["tta"]}
     if args.max_instances is not None:
         settings["max_instances"] = args.max_instances or None
     if args.tta is not None:

@@ -20,7 +20,14 @@ from medseg.photo.models import ModelSpec, build_maskrcnn
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "WEIGHTS_DIR", "load_photo_model", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "FORMAT",
+    "WEIGHTS_DIR",
+    "load_photo_model",
+    "prediction_defaults",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 FORMAT = "medseg-photo-maskrcnn/1"
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
@@ -99,3 +106,23 @@ def load_photo_model(name_or_path: str | Path) -> tuple[MaskRCNN, ModelSpec, dic
     model.eval()
     logger.info("loaded photo model %s (%s)", path.name, spec.architecture)
     return model, spec, data
+
+
+def prediction_defaults(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """The prediction settings a checkpoint stores, as :func:`predict_array` keywords.
+
+    ``score_threshold`` (tuned on training photos; 0.5 when absent), ``max_instances`` (``None``
+    keeps all) and ``tta`` (off when absent: checkpoints written before these keys existed).
+
+    >>> prediction_defaults({"metrics": {"score_threshold": 0.6},
+    ...                      "inference": {"max_instances": 1, "tta": True}})
+    {'score_threshold': 0.6, 'max_instances': 1, 'tta': True}
+    >>> prediction_defaults({})
+    {'score_threshold': 0.5, 'max_instances': None, 'tta': False}
+    """
+    stored = checkpoint.get("inference") or {}
+    return {
+        "score_threshold": float(checkpoint.get("metrics", {}).get("score_threshold", 0.5)),
+        "max_instances": stored.get("max_instances"),
+        "tta": bool(stored.get("tta", False)),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "overlay",
     "predict_array",
     "select_device",
+    "union_mask",
 ]
 
 
@@ -54,6 +56,19 @@ class PhotoPrediction:
 
     instances: tuple[Instance, ...]
     mask: npt.NDArray[np.bool_] = field(repr=False)
+
+
+def union_mask(instances: Sequence[Instance], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
+    """Union of the instances' masks; all-False of ``shape`` when there are none.
+
+    >>> a = Instance((0, 0, 1, 1), 0.9, 1, np.eye(2, dtype=bool))
+    >>> union_mask([a], (2, 2)).sum(), union_mask([], (2, 3)).shape
+    (np.int64(2), (2, 3))
+    """
+    union = np.zeros(shape, dtype=bool)
+    for inst in instances:
+        union |= inst.mask
+    return union
 
 
 def photo_autocast(device: torch.device, bf16: bool) -> torch.autocast:
@@ -171,10 +186,7 @@ def predict_array(
                 )
                 for i in _select(det, score_threshold, mask_threshold, max_instances)
             ]
-            union = np.zeros(image.shape[:2], dtype=bool)
-            for inst in kept:
-                union |= inst.mask
-            return PhotoPrediction(tuple(kept), union)
+            return PhotoPrediction(tuple(kept), union_mask(kept, image.shape[:2]))
         return _predict_tta(
             model,
             image,
@@ -213,7 +225,7 @@ def _predict_tta(
             (det.soft[i] > mask_threshold, float(det.scores[i]), int(det.labels[i])) for i in chosen
         ]
     union = prob / len(TTA_FLIPS) > mask_threshold
-    regions, n = ndimage.label(union)
+    regions, _ = ndimage.label(union)
     found: list[Instance] = []
     for index, window in enumerate(ndimage.find_objects(regions), start=1):
         if window is None:
@@ -226,11 +238,7 @@ def _predict_tta(
         found.append(Instance(box, score, label, region))
     found.sort(key=lambda inst: (-inst.score, -inst.area_px))
     kept = found if max_instances is None else found[:max_instances]
-    if len(kept) < n:
-        union = np.zeros_like(union)
-        for inst in kept:
-            union |= inst.mask
-    return PhotoPrediction(tuple(kept), union)
+    return PhotoPrediction(tuple(kept), union_mask(kept, image.shape[:2]))
 
 
 def overlay(

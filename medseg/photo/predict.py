@@ -25,7 +25,7 @@ from PIL import Image
 
 from medseg.errors import ExportError, InputError
 from medseg.io.atomic import write_atomic
-from medseg.photo.checkpoint import load_photo_model, resolve_model
+from medseg.photo.checkpoint import load_photo_model, prediction_defaults, resolve_model
 from medseg.photo.datasets import read_photo
 from medseg.photo.inference import overlay, predict_array, select_device
 
@@ -110,14 +110,12 @@ def predict_files(
     if max_instances is not None and max_instances < 0:
         raise InputError(f"max_instances must be >= 0 (0 keeps all), got {max_instances}.")
     net, spec, checkpoint = load_photo_model(model)
+    defaults = prediction_defaults(checkpoint)
     if score_threshold is None:
-        score_threshold = float(checkpoint.get("metrics", {}).get("score_threshold", 0.5))
-    stored = checkpoint.get("inference", {})
-    if max_instances is None:
-        max_instances = stored.get("max_instances")
-    limit = max_instances or None
+        score_threshold = defaults["score_threshold"]
+    limit = (defaults["max_instances"] if max_instances is None else max_instances) or None
     if tta is None:
-        tta = bool(stored.get("tta", False))
+        tta = defaults["tta"]
     net.to(select_device(device))
     records = []
     for path, stem, image in zip(paths, stems, arrays, strict=True):

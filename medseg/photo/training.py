@@ -42,7 +42,7 @@ from medseg.photo.datasets import (
     split_pairs,
 )
 from medseg.photo.evaluate import dice_jaccard
-from medseg.photo.inference import photo_autocast, predict_array, select_device
+from medseg.photo.inference import photo_autocast, predict_array, select_device, union_mask
 from medseg.photo.models import ModelSpec, build_maskrcnn
 
 logger = logging.getLogger(__name__)
@@ -326,11 +326,9 @@ def tune_score_threshold(
     for image, mask in data:
         pred = predict_array(model, image, score_threshold=low, bf16=bf16)
         for t in candidates:
-            union = np.zeros(mask.shape, dtype=bool)
             above = [inst for inst in pred.instances if inst.score >= t]
-            for inst in above if max_instances is None else above[:max_instances]:
-                union |= inst.mask
-            sums[t] += dice_jaccard(union, mask)[0]
+            kept = above if max_instances is None else above[:max_instances]
+            sums[t] += dice_jaccard(union_mask(kept, mask.shape), mask)[0]
     table = {t: sums[t] / max(1, len(data)) for t in candidates}
     return pick_threshold(table, tolerance), table
 
