@@ -1,8 +1,8 @@
 """Training augmentation for photo/mask pairs (numpy + PIL, no OpenCV).
 
-Flips, a random zoom (crop in / pad out, then resize back to the input size), colour jitter and
-fixed-size random crops (train on windows at the photo's full resolution, predict on the whole
-photo).
+Flips, a random rotation, a random zoom (crop in / pad out, then resize back to the input size),
+colour jitter and fixed-size random crops (train on windows at the photo's full resolution,
+predict on the whole photo).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-__all__ = ["AugmentConfig", "augment_pair", "random_crop", "resize_pair"]
+__all__ = ["AugmentConfig", "augment_pair", "random_crop", "resize_pair", "rotate_pair"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,10 @@ class AugmentConfig:
     ----------
     hflip, vflip
         Random horizontal / vertical flips (probability 0.5 each).
+    rotate
+        Maximum rotation in degrees (uniform in ``[-rotate, rotate]`` about the photo's centre,
+        same shape, uncovered corners black; 0 = off). Wounds and dermoscopic lesions have no
+        preferred orientation, so with 180 every angle is seen.
     scale
         ``(low, high)`` zoom factor range; < 1 zooms in (crop), > 1 zooms out (zero padding).
     color_jitter
@@ -32,6 +36,7 @@ class AugmentConfig:
 
     hflip: bool = True
     vflip: bool = True
+    rotate: float = 0.0
     scale: tuple[float, float] = (0.75, 1.25)
     color_jitter: float = 0.2
 
@@ -79,6 +84,26 @@ def _zoom(
     return resize_pair(image, mask, (rows, cols))
 
 
+def rotate_pair(
+    image: npt.NDArray[np.uint8], mask: npt.NDArray[np.bool_], degrees: float
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
+    """Rotate image (bilinear) and mask (nearest) counter-clockwise about the centre, same shape.
+
+    Uncovered corners are black (image) and background (mask).
+
+    >>> m = np.zeros((5, 5), bool); m[0, 2] = True
+    >>> np.argwhere(rotate_pair(np.zeros((5, 5, 3), np.uint8), m, 90)[1]).tolist()
+    [[2, 0]]
+    """
+    out_image = Image.fromarray(np.ascontiguousarray(image)).rotate(
+        degrees, resample=Image.Resampling.BILINEAR
+    )
+    out_mask = Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255).rotate(
+        degrees, resample=Image.Resampling.NEAREST
+    )
+    return np.asarray(out_image), np.asarray(out_mask) > 127
+
+
 def _jitter(
     image: npt.NDArray[np.uint8], amount: float, rng: np.random.Generator
 ) -> npt.NDArray[np.uint8]:
@@ -97,7 +122,7 @@ def augment_pair(
     config: AugmentConfig,
     rng: np.random.Generator,
 ) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]:
-    """Apply random flips, zoom and colour jitter; output has the input's shape.
+    """Apply random flips, rotation, zoom and colour jitter; output has the input's shape.
 
     >>> rng = np.random.default_rng(0)
     >>> im, m = augment_pair(np.zeros((32, 40, 3), np.uint8), np.zeros((32, 40), bool),
@@ -109,6 +134,8 @@ def augment_pair(
         image, mask = image[:, ::-1], mask[:, ::-1]
     if config.vflip and rng.random() < 0.5:
         image, mask = image[::-1], mask[::-1]
+    if config.rotate > 0:
+        image, mask = rotate_pair(image, mask, float(rng.uniform(-config.rotate, config.rotate)))
     low, high = config.scale
     if high > low or low != 1:
         image, mask = _zoom(

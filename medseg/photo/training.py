@@ -148,6 +148,11 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         config = TrainConfig(**data, augment=AugmentConfig(**aug))
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if not 0 <= config.augment.rotate <= 180:
+        raise ConfigError(
+            f"{path}: augment.rotate is a maximum angle in degrees, 0 (off) to 180; "
+            f"got {config.augment.rotate}."
+        )
     if config.image_size < 64 or config.batch_size < 1 or config.epochs < 1:
         raise ConfigError(f"{path}: image_size >= 64, batch_size >= 1 and epochs >= 1 required.")
     if any(
