@@ -1,7 +1,7 @@
 """Thin launcher: evaluate a photo model on the held-out photos of a training run.
 
     .venv/bin/python pipelines/photo_holdout.py RUN_DIR OUT_DIR [--model wound|lesion|PATH] [--bf16]
-        [--max-instances N] [--tta | --no-tta]
+        [--max-instances N] [--tta | --no-tta] [--centre-prior SIGMA]
 
 Reads ``RUN_DIR/split.json``, runs ``medseg photo predict`` on the held-out photos (full
 resolution, EXIF applied) into ``OUT_DIR/pred``, links their reference masks into
@@ -60,10 +60,12 @@ if __name__ == "__main__":
     parser.add_argument("--bf16", action="store_true", help="predict with bfloat16 autocast")
     parser.add_argument("--max-instances", type=int, help="override the model's max_instances")
     parser.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--centre-prior", type=float, help="override the model's centre_prior")
     a = parser.parse_args()
     options = [
         *(["--max-instances", str(a.max_instances)] if a.max_instances is not None else []),
         *([] if a.tta is None else ["--tta" if a.tta else "--no-tta"]),
+        *(["--centre-prior", str(a.centre_prior)] if a.centre_prior is not None else []),
     ]
     model = a.model or str(a.run_dir / "final.pt")
     sys.exit(run(a.run_dir, a.out_dir, model, bf16=a.bf16, extra=tuple(options)))

@@ -66,6 +66,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="flip test-time augmentation, 4x the time (default: the model's setting)",
     )
+    p.add_argument(
+        "--centre-prior",
+        type=float,
+        default=None,
+        metavar="SIGMA",
+        help="with --max-instances: prefer instances near the photo's centre (sigma in photo "
+        "sizes, e.g. 0.2), 0 = off (default: the model's setting; lesion 0.2)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_predict)
@@ -121,6 +129,7 @@ def _predict(args: argparse.Namespace) -> int:
             bf16=args.bf16,
             max_instances=args.max_instances,
             tta=args.tta,
+            centre_prior=args.centre_prior,
             progress=bar.update,
         )
     n = sum(len(r["instances"]) for r in result["images"])

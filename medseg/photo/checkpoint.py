@@ -112,17 +112,19 @@ def prediction_defaults(checkpoint: dict[str, Any]) -> dict[str, Any]:
     """The prediction settings a checkpoint stores, as :func:`predict_array` keywords.
 
     ``score_threshold`` (tuned on training photos; 0.5 when absent), ``max_instances`` (``None``
-    keeps all) and ``tta`` (off when absent: checkpoints written before these keys existed).
+    keeps all), ``tta`` and ``centre_prior`` (off when absent: checkpoints written before these
+    keys existed).
 
     >>> prediction_defaults({"metrics": {"score_threshold": 0.6},
-    ...                      "inference": {"max_instances": 1, "tta": True}})
-    {'score_threshold': 0.6, 'max_instances': 1, 'tta': True}
+    ...                      "inference": {"max_instances": 1, "tta": True, "centre_prior": 0.2}})
+    {'score_threshold': 0.6, 'max_instances': 1, 'tta': True, 'centre_prior': 0.2}
     >>> prediction_defaults({})
-    {'score_threshold': 0.5, 'max_instances': None, 'tta': False}
+    {'score_threshold': 0.5, 'max_instances': None, 'tta': False, 'centre_prior': None}
     """
     stored = checkpoint.get("inference") or {}
     return {
         "score_threshold": float(checkpoint.get("metrics", {}).get("score_threshold", 0.5)),
         "max_instances": stored.get("max_instances"),
         "tta": bool(stored.get("tta", False)),
+        "centre_prior": stored.get("centre_prior"),
     }

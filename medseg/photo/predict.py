@@ -4,7 +4,7 @@ Per photo ``<stem>``: ``<stem>_mask.png`` (8-bit greyscale, 0/255, union of kept
 photo's displayed size and orientation) and ``<stem>_overlay.png`` (RGB). ``predictions.json``::
 
     {"model": {...spec, "file": ...}, "score_threshold": 0.5, "bf16": false,
-     "max_instances": null, "tta": true,
+     "max_instances": null, "tta": true, "centre_prior": null,
      "images": [{"image": "a.jpg", "stem": "a", "width": W, "height": H,
                  "mask": "a_mask.png", "overlay": "a_overlay.png",
                  "instances": [{"box": [x0, y0, x1, y1], "score": s, "area_px": n,
@@ -50,6 +50,7 @@ def predict_files(
     bf16: bool = False,
     max_instances: int | None = None,
     tta: bool | None = None,
+    centre_prior: float | None = None,
     progress: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     """Predict every photo, write masks/overlays and ``predictions.json``; return the JSON dict.
@@ -77,6 +78,10 @@ def predict_files(
     tta
         Flip test-time augmentation (4 passes; see :func:`~medseg.photo.inference.predict_array`);
         ``None`` uses the checkpoint's setting, else off.
+    centre_prior
+        Prefer instances near the photo's centre when choosing the ``max_instances`` kept
+        (a sigma in photo sizes, see :func:`~medseg.photo.inference.keep_ranked`); ``0`` switches
+        it off; ``None`` uses the checkpoint's setting (the shipped ``lesion`` model: 0.2).
     progress
         Called with 1 after each photo (for a progress bar).
 
@@ -109,6 +114,10 @@ def predict_files(
             raise InputError(f"{existing[0]} exists; pass --overwrite to replace outputs.")
     if max_instances is not None and max_instances < 0:
         raise InputError(f"max_instances must be >= 0 (0 keeps all), got {max_instances}.")
+    if centre_prior is not None and not 0 <= centre_prior <= 1:
+        raise InputError(
+            f"centre_prior is a sigma in photo sizes, 0 (off) to 1; got {centre_prior}."
+        )
     net, spec, checkpoint = load_photo_model(model)
     defaults = prediction_defaults(checkpoint)
     if score_threshold is None:
@@ -116,11 +125,23 @@ def predict_files(
     limit = (defaults["max_instances"] if max_instances is None else max_instances) or None
     if tta is None:
         tta = defaults["tta"]
+    prior = (defaults["centre_prior"] if centre_prior is None else centre_prior) or None
+    if prior is not None and limit is None:
+        raise InputError(
+            f"the centre prior ({prior}) chooses which instances to keep and needs a limit; "
+            "pass --max-instances N (N >= 1) or --centre-prior 0."
+        )
     net.to(select_device(device))
     records = []
     for path, stem, image in zip(paths, stems, arrays, strict=True):
         pred = predict_array(
-            net, image, score_threshold=score_threshold, bf16=bf16, max_instances=limit, tta=tta
+            net,
+            image,
+            score_threshold=score_threshold,
+            bf16=bf16,
+            max_instances=limit,
+            tta=tta,
+            centre_prior=prior,
         )
         write_png(out / f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255)
         write_png(out / f"{stem}_overlay.png", overlay(image, pred.mask))
@@ -155,6 +176,7 @@ def predict_files(
         "bf16": bf16,
         "max_instances": limit,
         "tta": tta,
+        "centre_prior": prior,
         "images": records,
     }
     target = out / "predictions.json"

@@ -42,7 +42,13 @@ from medseg.photo.datasets import (
     split_pairs,
 )
 from medseg.photo.evaluate import dice_jaccard
-from medseg.photo.inference import photo_autocast, predict_array, select_device, union_mask
+from medseg.photo.inference import (
+    keep_ranked,
+    photo_autocast,
+    predict_array,
+    select_device,
+    union_mask,
+)
 from medseg.photo.models import ModelSpec, build_maskrcnn
 
 logger = logging.getLogger(__name__)
@@ -74,7 +80,9 @@ class TrainConfig:
     ``max_instances`` (keep only the N best-scoring instances, e.g. 1 for dermoscopy, which
     frames one lesion) and ``tta`` (flip test-time augmentation) are inference defaults: they are
     stored in the checkpoint for ``medseg photo predict``; ``max_instances`` also applies to the
-    in-training evaluation and to the score-threshold tuning.
+    in-training evaluation and to the score-threshold tuning. So does ``centre_prior`` (with
+    ``max_instances``): prefer instances near the photo's centre
+    (:func:`medseg.photo.inference.keep_ranked`; 0.2 for dermoscopy, which centres the lesion).
     """
 
     name: str
@@ -101,6 +109,7 @@ class TrainConfig:
     seed: int = 0
     score_threshold: float = 0.5
     max_instances: int | None = None
+    centre_prior: float | None = None
     tta: bool = False
     min_instance_area_px: int = 16
     max_minutes: float | None = None
@@ -148,6 +157,17 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         config = TrainConfig(**data, augment=AugmentConfig(**aug))
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if config.centre_prior is not None and (
+        config.max_instances is None
+        or isinstance(config.centre_prior, bool)
+        or not isinstance(config.centre_prior, int | float)
+        or not 0 < config.centre_prior <= 1
+    ):
+        raise ConfigError(
+            f"{path}: centre_prior is a sigma in photo sizes, 0 < centre_prior <= 1 (e.g. 0.2), "
+            f"and needs max_instances; got centre_prior={config.centre_prior!r}, "
+            f"max_instances={config.max_instances!r}. Use null to switch it off."
+        )
     if not 0 <= config.augment.rotate <= 180:
         raise ConfigError(
             f"{path}: augment.rotate is a maximum angle in degrees, 0 (off) to 180; "
@@ -290,12 +310,17 @@ def _train_step(
 
 
 def _evaluate(
-    model: MaskRCNN, data: list, threshold: float, bf16: bool, max_instances: int | None
+    model: MaskRCNN, data: list, threshold: float, bf16: bool, config: TrainConfig
 ) -> tuple[float, float]:
     scores = [
         dice_jaccard(
             predict_array(
-                model, im, score_threshold=threshold, bf16=bf16, max_instances=max_instances
+                model,
+                im,
+                score_threshold=threshold,
+                bf16=bf16,
+                max_instances=config.max_instances,
+                centre_prior=config.centre_prior,
             ).mask,
             m,
         )
@@ -311,12 +336,14 @@ def tune_score_threshold(
     *,
     bf16: bool = False,
     max_instances: int | None = None,
+    centre_prior: float | None = None,
     tolerance: float = 0.005,
 ) -> tuple[float, dict[float, float]]:
     """Pick the instance score threshold with the best mean Dice on (training) photos.
 
     One forward pass per photo; the union mask is rebuilt for every candidate from the
-    ``max_instances`` best instances above it. Call it on training photos only, so held-out
+    ``max_instances`` best instances above it (ranked with ``centre_prior`` when given, as
+    :func:`~medseg.photo.inference.keep_ranked` does). Call it on training photos only, so held-out
     figures stay unbiased. The *highest* threshold within ``tolerance`` of the best mean Dice
     wins: the training photos all show a wound or lesion, so a lower threshold that wins by a
     hair there would buy nothing but false positives on photos without one.
@@ -326,13 +353,18 @@ def tune_score_threshold(
     best, table
         The chosen threshold and ``{threshold: mean Dice}``.
     """
-    low = min(candidates)
     sums = dict.fromkeys(candidates, 0.0)
     for image, mask in data:
-        pred = predict_array(model, image, score_threshold=low, bf16=bf16)
+        found = predict_array(model, image, score_threshold=0.0, bf16=bf16).instances
         for t in candidates:
-            above = [inst for inst in pred.instances if inst.score >= t]
-            kept = above if max_instances is None else above[:max_instances]
+            chosen = keep_ranked(
+                [inst.score for inst in found],
+                [inst.mask for inst in found],
+                score_threshold=t,
+                max_instances=max_instances,
+                centre_prior=centre_prior,
+            )
+            kept = [found[i] for i in chosen]
             sums[t] += dice_jaccard(union_mask(kept, mask.shape), mask)[0]
     table = {t: sums[t] / max(1, len(data)) for t in candidates}
     return pick_threshold(table, tolerance), table
@@ -473,7 +505,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             sums["loss"] = sums.get("loss", 0.0) + float(loss.detach())
         recalibrate_batchnorm(model, train_data[:64], config.batch_size)
         val_dice, val_jac = (
-            _evaluate(model, held_data, config.score_threshold, bf16, config.max_instances)
+            _evaluate(model, held_data, config.score_threshold, bf16, config)
             if held_data
             else (float("nan"),) * 2
         )
@@ -513,7 +545,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     with log_path.open() as fh:
         last = list(csv.DictReader(fh))[-1]
     threshold, table = tune_score_threshold(
-        model, train_data[::2], bf16=bf16, max_instances=config.max_instances
+        model,
+        train_data[::2],
+        bf16=bf16,
+        max_instances=config.max_instances,
+        centre_prior=config.centre_prior,
     )
     logger.info(
         "score threshold %.2f (training-photo mean Dice by threshold: %s)", threshold, table
@@ -537,7 +573,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
             "spec": spec.to_dict(),
             "config": asdict(config),
             "metrics": metrics,
-            "inference": {"max_instances": config.max_instances, "tta": config.tta},
+            "inference": {
+                "max_instances": config.max_instances,
+                "tta": config.tta,
+                "centre_prior": config.centre_prior,
+            },
         },
         half=True,
     )

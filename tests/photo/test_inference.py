@@ -142,3 +142,35 @@ def test_each_pass_maps_boxes_and_masks_back_to_the_photo(flip: tuple[bool, bool
     order = np.argsort(-det.scores)
     assert det.boxes[order].tolist() == [[35, 25, 45, 35], [60, 45, 70, 55], [5, 5, 15, 15]]
     np.testing.assert_array_equal(det.soft[order[0]] > 0.5, _square(25, 35))
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_centre_prior_prefers_the_central_candidate(tta: bool) -> None:
+    # 60 x 80 photo: a bright square (0.8) in the top-left corner, a dimmer one (0.4) whose
+    # centre (30, 40) is the photo's centre. Corner centroid: 0.5 - 10/60 heights and
+    # 0.5 - 10/80 widths off centre, weight exp(-(0.333^2 + 0.375^2) / 0.08) ~ 0.0057.
+    corner, centre = (0, 0, 204), (25, 35, 102)
+    image = _photo([corner, centre])
+    by_score = predict_array(SquareDetector(), image, score_threshold=0.5, max_instances=1, tta=tta)
+    np.testing.assert_array_equal(by_score.mask, _square(0, 0))
+    prior = predict_array(
+        SquareDetector(), image, score_threshold=0.5, max_instances=1, centre_prior=0.2, tta=tta
+    )
+    np.testing.assert_array_equal(prior.mask, _square(25, 35))
+    # the kept instance reports its own score, not the weighted one
+    assert [round(i.score, 3) for i in prior.instances] == [0.4]
+    # presence is still decided by the threshold: the dim central square alone gives nothing
+    alone = predict_array(
+        SquareDetector(),
+        _photo([centre]),
+        score_threshold=0.5,
+        max_instances=1,
+        centre_prior=0.2,
+        tta=tta,
+    )
+    assert alone.instances == () and not alone.mask.any()
+
+
+def test_centre_prior_needs_max_instances() -> None:
+    with pytest.raises(ValueError, match="max_instances"):
+        predict_array(SquareDetector(), _photo(SQUARES), centre_prior=0.2)

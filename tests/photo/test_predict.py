@@ -12,7 +12,8 @@ from PIL import Image
 from medseg.cli import main
 from medseg.errors import InputError, ModelError
 from medseg.photo.checkpoint import load_photo_model, save_checkpoint
-from medseg.photo.datasets import find_pairs
+from medseg.photo.datasets import find_pairs, read_photo
+from medseg.photo.inference import centre_weight, predict_array
 from medseg.photo.models import ModelSpec, build_maskrcnn, load_user_weights
 from medseg.photo.predict import predict_files
 
@@ -160,3 +161,35 @@ def test_checkpoint_inference_settings_are_defaults_and_overridable(
     assert overridden["images"][0]["instances"] == everything["images"][0]["instances"]
     with pytest.raises(InputError, match="max_instances must be >= 0"):
         predict_files([photo], tmp_path / "x", model=single, max_instances=-1)
+
+
+def test_centre_prior_is_a_checkpoint_default_and_overridable(
+    tmp_path: Path, tiny_checkpoint: Path, shared_data: Path
+) -> None:
+
+    data = torch.load(tiny_checkpoint, weights_only=True)
+    data["inference"] = {"max_instances": 1, "tta": False, "centre_prior": 0.2}
+    centred = save_checkpoint(tmp_path / "centred.pt", data)
+    pair = find_pairs(shared_data / "medetec_wound")[0]
+    every = predict_files([pair.image], tmp_path / "all", model=tiny_checkpoint, score_threshold=0)
+    candidates = every["images"][0]["instances"]
+    assert len(candidates) > 1  # random weights: many detections
+    stored = predict_files([pair.image], tmp_path / "c", model=centred, score_threshold=0)
+    assert (stored["max_instances"], stored["centre_prior"]) == (1, 0.2)
+    (kept,) = stored["images"][0]["instances"]
+    # all candidates with their masks: the kept one maximises score x centre weight
+    model, _, _ = load_photo_model(tiny_checkpoint)
+    found = predict_array(model, read_photo(pair.image), score_threshold=0).instances
+    best = max(found, key=lambda inst: inst.score * centre_weight(inst.mask, 0.2))
+    assert kept["score"] == round(best.score, 4) and kept["area_px"] == best.area_px
+    top = max(candidates, key=lambda c: c["score"])
+    assert kept != top  # random weights: the prior changes the choice on this photo
+    plain = predict_files(
+        [pair.image], tmp_path / "p", model=centred, score_threshold=0, centre_prior=0
+    )
+    assert plain["centre_prior"] is None
+    assert plain["images"][0]["instances"] == [top]
+    with pytest.raises(InputError, match="--max-instances"):
+        predict_files([pair.image], tmp_path / "x", model=centred, max_instances=0)
+    with pytest.raises(InputError, match="centre_prior"):
+        predict_files([pair.image], tmp_path / "y", model=centred, centre_prior=-1)

@@ -96,6 +96,27 @@ def test_bad_step_settings_rejected(tmp_path: Path, key: str, value: object) -> 
         load_train_config(path)
 
 
+@pytest.mark.parametrize(
+    ("text", "ok"),
+    [
+        ("max_instances: 1\ncentre_prior: 0.2", True),
+        ("max_instances: 1\ncentre_prior: null", True),
+        ("centre_prior: 0.2", False),  # no max_instances: nothing to rank for
+        ("max_instances: 1\ncentre_prior: 0", False),
+        ("max_instances: 1\ncentre_prior: 1.5", False),
+        ("max_instances: 1\ncentre_prior: true", False),
+    ],
+)
+def test_centre_prior_setting_validated(tmp_path: Path, text: str, ok: bool) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(f"name: x\ndatasets: [a]\n{text}\n")
+    if ok:
+        assert load_train_config(path).max_instances == 1
+    else:
+        with pytest.raises(ConfigError, match="centre_prior"):
+            load_train_config(path)
+
+
 @pytest.mark.slow
 def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) -> None:
     def config(iterations: int) -> object:
@@ -170,7 +191,7 @@ def test_tune_score_threshold_picks_best_dice(monkeypatch: pytest.MonkeyPatch) -
     def fake_predict(
         model: object, image: object, *, score_threshold: float, bf16: bool
     ) -> PhotoPrediction:
-        assert score_threshold == 0.05 and bf16 is False
+        assert score_threshold == 0.0 and bf16 is False  # every candidate the network returns
         instances = (
             Instance((5, 5, 10, 10), 0.6, 1, truth),
             Instance((12, 12, 18, 18), 0.1, 1, wrong),
@@ -186,6 +207,33 @@ def test_tune_score_threshold_picks_best_dice(monkeypatch: pytest.MonkeyPatch) -
     # Keeping only the best instance drops the low-scoring wrong one at every threshold <= 0.6.
     best, table = training.tune_score_threshold(None, [(image, truth)], max_instances=1)  # type: ignore[arg-type]
     assert best == 0.6 and table[0.05] == 1.0 and table[0.7] == 0.0
+
+
+def test_tune_score_threshold_ranks_with_the_centre_prior(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from medseg.photo import training
+    from medseg.photo.inference import Instance, PhotoPrediction
+
+    centre = np.zeros((20, 20), bool)
+    centre[8:12, 8:12] = True  # the lesion, scored 0.3
+    edge = np.zeros((20, 20), bool)
+    edge[0:4, 0:4] = True  # dermatoscope edge, scored 0.6
+
+    def fake_predict(
+        model: object, image: object, *, score_threshold: float, bf16: bool
+    ) -> PhotoPrediction:
+        instances = (Instance((0, 0, 4, 4), 0.6, 1, edge), Instance((8, 8, 12, 12), 0.3, 1, centre))
+        return PhotoPrediction(instances, edge | centre)
+
+    monkeypatch.setattr(training, "predict_array", fake_predict)
+    data = [(np.zeros((20, 20, 3), np.uint8), centre)]
+    _, by_score = training.tune_score_threshold(None, data, max_instances=1)  # type: ignore[arg-type]
+    assert by_score[0.3] == 0.0 and by_score[0.6] == 0.0  # the edge wins on score
+    best, table = training.tune_score_threshold(None, data, max_instances=1, centre_prior=0.2)  # type: ignore[arg-type]
+    # up to 0.6 some candidate passes the threshold, and the central one is kept; above, none
+    assert table[0.05] == table[0.3] == table[0.6] == 1.0 and table[0.7] == 0.0
+    assert best == 0.6
 
 
 def test_crop_training_feeds_crops_unscaled_and_restores_the_photo_size() -> None:
