@@ -5,6 +5,11 @@ mask, ``|P ∩ R| / |P ∪ R|``, and ranks by the mean over images (not a pooled
 is ``2|P ∩ R| / (|P| + |R|)``. ISIC 2018 additionally reported a *thresholded* Jaccard (a
 per-image score below 0.65 counts as 0), given here too. Empty-mask rule (explicit): both
 empty -> 1.0 (a correct "no wound"); exactly one empty -> 0.0.
+
+Some wound-segmentation papers instead report a *pooled* ("data-based") Dice: intersections and
+areas summed over all images first, ``2 Σ|P ∩ R| / (Σ|P| + Σ|R|)``. It weights each image by its
+wound's size, so a missed 50-pixel wound barely moves it while it costs a whole image in the
+mean. Both are given (``pooled_dice``, ``pooled_jaccard``); say which one you compare with.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class ImageScore:
     jaccard: float
     pred_area_px: int
     ref_area_px: int
+    intersection_px: int = 0
 
 
 def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
@@ -65,6 +71,12 @@ def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
 
     >>> summarise([ImageScore("a", 1.0, 1.0, 1, 1), ImageScore("b", 0.5, 0.6, 1, 1)])["mean_dice"]
     0.75
+
+    Pooled over images, a large good image outweighs a small missed one:
+
+    >>> big, missed = ImageScore("a", 0.9, 0.818, 90, 110, 90), ImageScore("b", 0.0, 0.0, 0, 10)
+    >>> s = summarise([big, missed]); s["mean_dice"], round(s["pooled_dice"], 4)
+    (0.45, 0.8571)
     """
     if not scores:
         return {"n_images": 0}
@@ -84,7 +96,17 @@ def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
         "median_dice": float(np.median(dice)),
         "mean_jaccard": float(jac.mean()),
         "thresholded_jaccard_0.65": float(np.where(jac < 0.65, 0.0, jac).mean()),
+        **_pooled(scores),
     }
+
+
+def _pooled(scores: Sequence[ImageScore]) -> dict[str, float]:
+    """Dice and Jaccard of all images' pixels taken together (1.0 when every mask is empty)."""
+    inter = sum(s.intersection_px for s in scores)
+    total = sum(s.pred_area_px + s.ref_area_px for s in scores)
+    if total == 0:
+        return {"pooled_dice": 1.0, "pooled_jaccard": 1.0}
+    return {"pooled_dice": 2.0 * inter / total, "pooled_jaccard": inter / (total - inter)}
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -142,7 +164,8 @@ def evaluate_folders(
                 f"{name}: prediction {preds[name].name} is {pred.shape}, reference is {ref.shape}."
             )
         dice, jac = dice_jaccard(pred, ref)
-        scores.append(ImageScore(name, dice, jac, int(pred.sum()), int(ref.sum())))
+        inter = int(np.logical_and(pred, ref).sum())
+        scores.append(ImageScore(name, dice, jac, int(pred.sum()), int(ref.sum()), inter))
     return scores, summarise(scores)
 
 
@@ -157,6 +180,10 @@ def scores_table(scores: Sequence[ImageScore], summary: dict[str, Any]) -> str:
         lines.append(
             f"{'MEAN (n=' + str(summary['n_images']) + ')':<32} {summary['mean_dice']:7.4f} "
             f"{summary['mean_jaccard']:8.4f}"
+        )
+        lines.append(
+            f"{'POOLED (all pixels)':<32} {summary['pooled_dice']:7.4f} "
+            f"{summary['pooled_jaccard']:8.4f}"
         )
     return "\n".join(lines)
 

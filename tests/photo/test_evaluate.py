@@ -33,15 +33,23 @@ def test_evaluate_folders_and_cli(tmp_path: Path, shared_data: Path, capsys) -> 
     pred_dir = tmp_path / "pred"
     pred_dir.mkdir()
     expected = []
+    inter = total = 0
     for k, ref in enumerate(refs):
         mask = np.asarray(Image.open(ref)) > 0
         pred = np.roll(mask, 10 * k, axis=1)  # shifted copy: known, varied overlap
         Image.fromarray(pred.astype(np.uint8) * 255).save(pred_dir / f"{ref.stem}_mask.png")
         expected.append(_oracle(pred, mask))
+        inter += len(
+            set(zip(*np.nonzero(pred), strict=True)) & set(zip(*np.nonzero(mask), strict=True))
+        )
+        total += int(pred.sum()) + int(mask.sum())
     scores, summary = evaluate_folders(pred_dir, refs[0].parent)
     assert [s.name for s in scores] == [r.stem for r in refs]
     assert scores[0].dice == 1.0
     assert summary["mean_jaccard"] == pytest.approx(np.mean([e[1] for e in expected]))
+    assert summary["pooled_dice"] == pytest.approx(2 * inter / total)
+    assert summary["pooled_jaccard"] == pytest.approx(inter / (total - inter))
+    assert summary["pooled_dice"] != pytest.approx(summary["mean_dice"])
     assert (
         main(
             [
@@ -55,7 +63,8 @@ def test_evaluate_folders_and_cli(tmp_path: Path, shared_data: Path, capsys) -> 
         )
         == 0
     )
-    assert "MEAN (n=5)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MEAN (n=5)" in out and f"{2 * inter / total:7.4f}" in out.split("POOLED")[1]
     data = json.loads((tmp_path / "s.json").read_text())
     assert data["summary"]["mean_dice"] == pytest.approx(np.mean([e[0] for e in expected]))
     (pred_dir / f"{refs[0].stem}_mask.png").unlink()
