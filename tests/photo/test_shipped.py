@@ -21,8 +21,12 @@ def test_shipped_checkpoint_is_small_and_documented(name: str) -> None:
     assert data["spec"]["class_names"] == [name]
     assert 0.05 <= data["metrics"]["score_threshold"] <= 0.7
     assert data["config"]["weights"] is None  # trained from scratch, no third-party weights
-    # prediction defaults: flip TTA for both; dermoscopy frames one lesion
-    assert data["inference"] == {"max_instances": {"wound": None, "lesion": 1}[name], "tta": True}
+    # prediction defaults: flip TTA for both; dermoscopy frames one lesion, near the centre
+    assert data["inference"] == {
+        "max_instances": {"wound": None, "lesion": 1}[name],
+        "tta": True,
+        "centre_prior": {"wound": None, "lesion": 0.2}[name],
+    }
 
 
 @pytest.mark.slow
@@ -63,7 +67,7 @@ def test_shipped_lesion_model_uses_its_tuned_threshold(tmp_path: Path, shared_da
     )
     data = json.loads((tmp_path / "predictions.json").read_text())
     assert data["score_threshold"] == ckpt["metrics"]["score_threshold"]
-    assert (data["max_instances"], data["tta"]) == (1, True)
+    assert (data["max_instances"], data["tta"], data["centre_prior"]) == (1, True, 0.2)
     assert len(data["images"][0]["instances"]) == 1
     assert (data["images"][0]["height"], data["images"][0]["width"]) == (450, 600)
 

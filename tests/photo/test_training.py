@@ -25,6 +25,7 @@ def test_shipped_configs_load() -> None:
     lesion = load_train_config(REPO / "pipelines" / "skin_lesion_maskrcnn.yaml")
     wound = load_train_config(REPO / "pipelines" / "wound_maskrcnn.yaml")
     assert (lesion.max_instances, wound.max_instances) == (1, None)
+    assert (lesion.centre_prior, wound.centre_prior) == (0.2, None)
 
 
 def test_unknown_key_rejected(tmp_path: Path) -> None:
