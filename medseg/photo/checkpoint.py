@@ -96,7 +96,10 @@ def load_photo_model(name_or_path: str | Path) -> tuple[MaskRCNN, ModelSpec, dic
     data = read_checkpoint(path)
     spec = ModelSpec.from_dict(dict(data["spec"]))
     model = build_maskrcnn(
-        spec.architecture, num_classes=spec.num_classes, image_size=spec.image_size
+        spec.architecture,
+        num_classes=spec.num_classes,
+        image_size=spec.image_size,
+        mask_size=spec.mask_size,
     )
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in data["model"].items()}
     try:

@@ -73,6 +73,8 @@ class TrainConfig:
     ignored -- and evaluates/checkpoints every ``eval_every`` steps (default: once per epoch).
     ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adamw"``; ``bf16`` trains and evaluates
     under CPU bfloat16 autocast (ignored on CUDA, which uses float16 AMP).
+    ``mask_size`` is the side of each instance's predicted mask (Mask R-CNN: 28; see
+    :func:`~medseg.photo.models.build_maskrcnn`).
     ``crop_size`` trains on random ``crop_size`` windows of the photos (resized so the shorter
     side is ``image_size``) at that resolution -- two thirds of them placed on foreground --
     while evaluation and prediction see the whole photo at ``image_size``: full-resolution
@@ -92,6 +94,7 @@ class TrainConfig:
     architecture: str = "mobilenet_v3_fpn"
     class_name: str = "object"
     image_size: int = 256
+    mask_size: int = 28
     crop_size: int | None = None
     batch_size: int = 4
     epochs: int = 30
@@ -157,6 +160,16 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         config = TrainConfig(**data, augment=AugmentConfig(**aug))
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+    if (
+        isinstance(config.mask_size, bool)
+        or not isinstance(config.mask_size, int)
+        or config.mask_size % 2
+        or not 14 <= config.mask_size <= 112
+    ):
+        raise ConfigError(
+            f"{path}: mask_size (the mask head's output side) must be an even integer from 14 "
+            f"to 112 (Mask R-CNN: 28); got {config.mask_size!r}."
+        )
     if config.centre_prior is not None and (
         config.max_instances is None
         or isinstance(config.centre_prior, bool)
@@ -449,9 +462,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     logger.info("%d training / %d held-out photos", len(train_pairs), len(held))
     train_data = _load_arrays(train_pairs, config.image_size)
     held_data = _load_arrays(held, config.image_size)
-    spec = ModelSpec(config.architecture, 2, config.image_size, (config.class_name,))
+    spec = ModelSpec(
+        config.architecture, 2, config.image_size, (config.class_name,), config.mask_size
+    )
     model = build_maskrcnn(
-        spec.architecture, num_classes=2, image_size=spec.image_size, weights=config.weights
+        spec.architecture,
+        num_classes=2,
+        image_size=spec.image_size,
+        weights=config.weights,
+        mask_size=spec.mask_size,
     ).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(config, params)

@@ -63,3 +63,45 @@ def test_bf16_inference_close_to_float32() -> None:
     pred = predict_array(model, image, score_threshold=0.0, bf16=True)
     assert pred.mask.shape == (64, 80) and pred.mask.dtype == bool
     assert model.training is False
+
+
+def test_mask_size_sets_the_mask_head_output_and_trains() -> None:
+    import pytest
+
+    from medseg.errors import ModelError
+
+    torch.manual_seed(0)
+    for architecture in ("small_resnet_gn_fpn", "mobilenet_v3_fpn"):
+        for mask_size in (28, 56):
+            model = build_maskrcnn(architecture, image_size=64, mask_size=mask_size)
+            assert model.roi_heads.mask_roi_pool.output_size == (mask_size // 2,) * 2
+    model = build_maskrcnn("small_resnet_gn_fpn", image_size=64, mask_size=56)
+    features = model.backbone(torch.rand(1, 3, 64, 64))
+    boxes = [torch.tensor([[4.0, 4.0, 40.0, 40.0]])]
+    pooled = model.roi_heads.mask_roi_pool(features, boxes, [(64, 64)])
+    logits = model.roi_heads.mask_predictor(model.roi_heads.mask_head(pooled))
+    assert tuple(logits.shape) == (1, 2, 56, 56)
+    # one training step with a real target: the mask loss is computed at 56 x 56
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 10:30, 12:40] = 1
+    target = {"boxes": torch.tensor([[12.0, 10.0, 40.0, 30.0]]), "labels": torch.tensor([1])}
+    losses = model.train()([torch.rand(3, 64, 64)], [{**target, "masks": mask}])
+    loss_mask = losses["loss_mask"].detach()
+    assert torch.isfinite(loss_mask) and float(loss_mask) > 0
+    for bad in (27, 8, 128):
+        with pytest.raises(ModelError, match="mask_size"):
+            build_maskrcnn("small_resnet_gn_fpn", mask_size=bad)
+
+
+def test_mask_size_round_trips_through_a_checkpoint(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from medseg.photo.checkpoint import load_photo_model, save_checkpoint
+    from medseg.photo.models import ModelSpec
+
+    spec = ModelSpec("small_resnet_gn_fpn", 2, 64, ("lesion",), mask_size=56)
+    net = build_maskrcnn(spec.architecture, image_size=64, mask_size=56)
+    path = save_checkpoint(tmp_path / "m.pt", {"model": net.state_dict(), "spec": spec.to_dict()})
+    model, loaded, _ = load_photo_model(path)
+    assert loaded.mask_size == 56 and model.roi_heads.mask_roi_pool.output_size == (28, 28)
+    old = spec.to_dict()
+    del old["mask_size"]  # checkpoints written before the key existed
+    assert ModelSpec.from_dict(old).mask_size == 28

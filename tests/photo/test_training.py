@@ -88,6 +88,9 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
         ("max_instances", "one"),
         ("crop_size", 512),
         ("crop_size", 32),
+        ("mask_size", 27),
+        ("mask_size", 8),
+        ("mask_size", "big"),
     ],
 )
 def test_bad_step_settings_rejected(tmp_path: Path, key: str, value: object) -> None:
@@ -133,8 +136,10 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
             warmup_iterations=1,
             fold=1,
             max_instances=1,
+            centre_prior=0.25,
             tta=True,
             crop_size=64,  # trains on 64-px windows, evaluates whole 96-px photos
+            mask_size=56,
         )
 
     final = train(config(5))  # type: ignore[arg-type]
@@ -145,8 +150,9 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
     ckpt = read_checkpoint(final)
     assert ckpt["config"]["bf16"] is True and ckpt["config"]["fold"] == 1
     assert ckpt["metrics"]["iterations_trained"] == 5
-    assert ckpt["inference"] == {"max_instances": 1, "tta": True}
+    assert ckpt["inference"] == {"max_instances": 1, "tta": True, "centre_prior": 0.25}
     assert ckpt["spec"]["architecture"] == "small_resnet_gn_fpn"
+    assert ckpt["spec"]["mask_size"] == 56
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
     train(config(8), resume=True)  # type: ignore[arg-type]
@@ -268,6 +274,7 @@ def test_final_model_on_every_photo(tmp_path: Path, shared_data: Path) -> None:
     n_photos = len(find_pairs(shared_data / "ham10000_skin_lesion"))
     assert (ckpt["metrics"]["n_train"], ckpt["metrics"]["n_held_out"]) == (n_photos, 0)
     assert ckpt["metrics"]["held_out_dice"] is None
-    assert ckpt["inference"] == {"max_instances": 1, "tta": True}  # the lesion config's defaults
+    # the lesion config's defaults
+    assert ckpt["inference"] == {"max_instances": 1, "tta": True, "centre_prior": 0.2}
     split = json.loads((tmp_path / "all" / "split.json").read_text())
     assert len(split["train"]) == n_photos and split["held_out"] == []
