@@ -148,11 +148,13 @@ def centre_weight(mask: npt.NDArray[np.bool_], sigma: float) -> float:
     >>> round(centre_weight(m, 0.2), 3), centre_weight(np.zeros((4, 4), bool), 0.2)
     (0.08, 0.0)
     """
-    rows, cols = np.nonzero(mask)
-    if rows.size == 0:
+    area = int(np.count_nonzero(mask))
+    if area == 0:
         return 0.0
     height, width = mask.shape
-    d2 = ((rows.mean() + 0.5) / height - 0.5) ** 2 + ((cols.mean() + 0.5) / width - 0.5) ** 2
+    row = float(np.arange(height) @ np.count_nonzero(mask, axis=1)) / area
+    col = float(np.arange(width) @ np.count_nonzero(mask, axis=0)) / area
+    d2 = ((row + 0.5) / height - 0.5) ** 2 + ((col + 0.5) / width - 0.5) ** 2
     return float(np.exp(-d2 / (2 * sigma**2)))
 
 
@@ -204,8 +206,14 @@ def _select(
     centre_prior: float | None,
 ) -> list[int]:
     """Indices of detections kept (see :func:`keep_ranked`); empty masks never count."""
-    binary = [soft > mask_threshold for soft in det.soft]
-    nonempty = [i for i, mask in enumerate(binary) if mask.any()]
+    # without the prior only detections above the threshold can be kept: threshold no others
+    candidates = [
+        i
+        for i in range(len(det.scores))
+        if centre_prior is not None or det.scores[i] >= score_threshold
+    ]
+    binary = {i: det.soft[i] > mask_threshold for i in candidates}
+    nonempty = [i for i in candidates if binary[i].any()]
     chosen = keep_ranked(
         [float(det.scores[i]) for i in nonempty],
         [binary[i] for i in nonempty],
