@@ -42,10 +42,19 @@ def dice_jaccard(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> tup
     >>> dice_jaccard(np.zeros((2, 2), bool), np.zeros((2, 2), bool))
     (1.0, 1.0)
     """
+    return _from_counts(*_counts(pred, ref))
+
+
+def _counts(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> tuple[int, int, int]:
+    """Intersection, prediction and reference pixel counts of two same-shape masks."""
     if pred.shape != ref.shape:
         raise InputError(f"mask shapes differ: prediction {pred.shape} vs reference {ref.shape}.")
-    inter = int(np.logical_and(pred, ref).sum())
-    total = int(pred.sum()) + int(ref.sum())
+    return int(np.logical_and(pred, ref).sum()), int(pred.sum()), int(ref.sum())
+
+
+def _from_counts(inter: int, pred_area: int, ref_area: int) -> tuple[float, float]:
+    """Dice and Jaccard from pixel counts (both empty -> 1.0)."""
+    total = pred_area + ref_area
     if total == 0:
         return 1.0, 1.0
     return 2.0 * inter / total, inter / (total - inter)
@@ -102,11 +111,12 @@ def summarise(scores: Sequence[ImageScore]) -> dict[str, Any]:
 
 def _pooled(scores: Sequence[ImageScore]) -> dict[str, float]:
     """Dice and Jaccard of all images' pixels taken together (1.0 when every mask is empty)."""
-    inter = sum(s.intersection_px for s in scores)
-    total = sum(s.pred_area_px + s.ref_area_px for s in scores)
-    if total == 0:
-        return {"pooled_dice": 1.0, "pooled_jaccard": 1.0}
-    return {"pooled_dice": 2.0 * inter / total, "pooled_jaccard": inter / (total - inter)}
+    dice, jaccard = _from_counts(
+        sum(s.intersection_px for s in scores),
+        sum(s.pred_area_px for s in scores),
+        sum(s.ref_area_px for s in scores),
+    )
+    return {"pooled_dice": dice, "pooled_jaccard": jaccard}
 
 
 def _index(folder: Path) -> dict[str, Path]:
@@ -163,9 +173,9 @@ def evaluate_folders(
             raise InputError(
                 f"{name}: prediction {preds[name].name} is {pred.shape}, reference is {ref.shape}."
             )
-        dice, jac = dice_jaccard(pred, ref)
-        inter = int(np.logical_and(pred, ref).sum())
-        scores.append(ImageScore(name, dice, jac, int(pred.sum()), int(ref.sum()), inter))
+        inter, pred_area, ref_area = _counts(pred, ref)
+        dice, jac = _from_counts(inter, pred_area, ref_area)
+        scores.append(ImageScore(name, dice, jac, pred_area, ref_area, inter))
     return scores, summarise(scores)
 
 

@@ -112,6 +112,20 @@ _PROPOSAL_BUDGET = {
 }
 
 
+def valid_mask_size(value: object) -> bool:
+    """Whether ``value`` is a usable mask-head output side: an even integer from 14 to 112.
+
+    >>> valid_mask_size(28), valid_mask_size(27), valid_mask_size(True), valid_mask_size("28")
+    (True, False, False, False)
+    """
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value % 2 == 0
+        and 14 <= value <= 112
+    )
+
+
 def build_maskrcnn(
     architecture: str,
     *,
@@ -149,12 +163,7 @@ def build_maskrcnn(
     ModelError
         Unknown architecture or unusable weights file.
     """
-    if (
-        isinstance(mask_size, bool)
-        or not isinstance(mask_size, int)
-        or mask_size % 2
-        or not (14 <= mask_size <= 112)
-    ):
+    if not valid_mask_size(mask_size):
         raise ModelError(f"mask_size must be an even integer from 14 to 112, got {mask_size!r}.")
     max_size = round(image_size * 1.5)
     mask_cells = mask_size // 2

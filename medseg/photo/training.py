@@ -49,7 +49,7 @@ from medseg.photo.inference import (
     select_device,
     union_mask,
 )
-from medseg.photo.models import ModelSpec, build_maskrcnn
+from medseg.photo.models import ModelSpec, build_maskrcnn, valid_mask_size
 
 logger = logging.getLogger(__name__)
 
@@ -160,12 +160,7 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         config = TrainConfig(**data, augment=AugmentConfig(**aug))
     except TypeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
-    if (
-        isinstance(config.mask_size, bool)
-        or not isinstance(config.mask_size, int)
-        or config.mask_size % 2
-        or not 14 <= config.mask_size <= 112
-    ):
+    if not valid_mask_size(config.mask_size):
         raise ConfigError(
             f"{path}: mask_size (the mask head's output side) must be an even integer from 14 "
             f"to 112 (Mask R-CNN: 28); got {config.mask_size!r}."
