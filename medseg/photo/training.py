@@ -73,6 +73,9 @@ class TrainConfig:
     ignored -- and evaluates/checkpoints every ``eval_every`` steps (default: once per epoch).
     ``optimizer`` is ``"sgd"`` (with ``momentum``) or ``"adamw"``; ``bf16`` trains and evaluates
     under CPU bfloat16 autocast (ignored on CUDA, which uses float16 AMP).
+    ``fold`` picks the held-out group fold of ``split_seed``'s shuffle
+    (:func:`~medseg.photo.datasets.split_pairs`); ``seed`` seeds the weights and augmentation
+    only, so models differing in ``seed`` see the same split (ensembles, seed variance).
     ``mask_size`` is the side of each instance's predicted mask (Mask R-CNN: 28; see
     :func:`~medseg.photo.models.build_maskrcnn`).
     ``crop_size`` trains on random ``crop_size`` windows of the photos (resized so the shorter
@@ -110,6 +113,7 @@ class TrainConfig:
     holdout_fraction: float = 0.2
     fold: int = 0
     seed: int = 0
+    split_seed: int = 0
     score_threshold: float = 0.5
     max_instances: int | None = None
     centre_prior: float | None = None
@@ -195,6 +199,11 @@ def load_train_config(path: str | Path, **overrides: Any) -> TrainConfig:
         raise ConfigError(
             f"{path}: crop_size must be between 64 and image_size ({config.image_size}), "
             f"got {config.crop_size}; use null to train on whole photos."
+        )
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in (config.seed, config.split_seed)):
+        raise ConfigError(
+            f"{path}: seed and split_seed must be integers; got seed={config.seed!r}, "
+            f"split_seed={config.split_seed!r}."
         )
     if config.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"{path}: optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}.")
@@ -439,7 +448,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     device = select_device(config.device)
     pairs = [p for d in config.datasets for p in find_pairs(Path(config.data_root) / d)]
     train_pairs, held = split_pairs(
-        pairs, holdout_fraction=config.holdout_fraction, seed=config.seed, fold=config.fold
+        pairs, holdout_fraction=config.holdout_fraction, seed=config.split_seed, fold=config.fold
     )
     _write_json(
         out / "split.json",

@@ -9,7 +9,7 @@ import torch
 
 from medseg.errors import ConfigError
 from medseg.photo.checkpoint import load_photo_model, read_checkpoint
-from medseg.photo.datasets import find_pairs
+from medseg.photo.datasets import find_pairs, split_pairs
 from medseg.photo.training import load_train_config, train
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,6 +91,8 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
         ("mask_size", 27),
         ("mask_size", 8),
         ("mask_size", "big"),
+        ("split_seed", "abc"),
+        ("seed", 1.5),
     ],
 )
 def test_bad_step_settings_rejected(tmp_path: Path, key: str, value: object) -> None:
@@ -135,6 +137,7 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
             eval_every=2,
             warmup_iterations=1,
             fold=1,
+            seed=3,  # weights and augmentation; the split follows split_seed (0)
             max_instances=1,
             centre_prior=0.25,
             tta=True,
@@ -155,6 +158,11 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
     assert ckpt["spec"]["mask_size"] == 56
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
     assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
+    held = json.loads((tmp_path / "run" / "split.json").read_text())["held_out"]
+    pairs = find_pairs(shared_data / "medetec_wound")
+    expected = [str(p.image) for p in split_pairs(pairs, seed=0, fold=1)[1]]
+    assert held == expected
+    assert held != [str(p.image) for p in split_pairs(pairs, seed=3, fold=1)[1]]
     train(config(8), resume=True)  # type: ignore[arg-type]
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert [int(r["iteration"]) for r in rows] == [2, 4, 5, 8]  # resumed: period to 8
