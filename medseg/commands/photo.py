@@ -1,4 +1,4 @@
-"""``medseg photo train|predict|measure|evaluate``: Mask R-CNN on wound / skin-lesion photos."""
+"""``medseg photo train|predict|measure|track|evaluate``: wound / skin-lesion photos."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ __all__ = ["register"]
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``photo`` and its sub-commands."""
     parser = subparsers.add_parser(
-        "photo", help="wound / skin-lesion photos: train, predict, measure, evaluate"
+        "photo", help="wound / skin-lesion photos: train, predict, measure, track, evaluate"
     )
     sub = parser.add_subparsers(dest="photo_command", metavar="ACTION", required=True)
 
@@ -86,6 +86,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--marker-color", default="#0000ff", help="#RRGGBB or red/green/blue/yellow")
     p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
     p.set_defaults(func=_measure)
+
+    p = sub.add_parser(
+        "track",
+        help="wound area over time: area in cm² and its reduction, one row per photo (CSV, "
+        "JSON, plot)",
+        description="Measure the mask of each photo of a wound series with that photo's own "
+        "calibration, order the photos by date (--date, else EXIF) and report the area in cm² "
+        "and the percentage area reduction since the first and the previous photo. Masks come "
+        "from `medseg photo predict PHOTOS -o DIR` (DIR/<stem>_mask.png) or are <stem>.png.",
+    )
+    p.add_argument("photos", nargs="+", type=Path, help="the photos of one wound, any order")
+    p.add_argument("--masks", required=True, type=Path, help="folder holding the masks")
+    p.add_argument("-o", "--output", required=True, type=Path, help="output folder")
+    p.add_argument("--mm-per-pixel", type=float, help="one scale for every photo (fixed rig)")
+    p.add_argument(
+        "--marker-diameter-mm",
+        type=float,
+        help="diameter of the circular sticker found in each photo (per-photo scale)",
+    )
+    p.add_argument("--marker-color", default="#0000ff", help="#RRGGBB or red/green/blue/yellow")
+    p.add_argument(
+        "--date",
+        action="append",
+        default=[],
+        metavar="STEM=DATE",
+        help="when a photo was taken (YYYY-MM-DD[THH:MM]); overrides EXIF; repeatable",
+    )
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=_track)
 
     p = sub.add_parser("evaluate", help="per-image Dice / Jaccard against reference masks")
     p.add_argument("pred_dir", type=Path)
@@ -162,6 +191,37 @@ def _measure(args: argparse.Namespace) -> int:
         sys.stdout.write(text + "\n")
     if calibration is None:
         logger.warning("uncalibrated: sizes are in pixels only (no --mm-per-pixel or marker)")
+    return 0
+
+
+def _track(args: argparse.Namespace) -> int:
+    from medseg.photo.series import build_series, find_mask, parse_date, write_series
+
+    dates = {}
+    for item in args.date:
+        stem, sep, text = item.partition("=")
+        if not sep or not stem.strip():
+            raise InputError(f"--date expects STEM=YYYY-MM-DD, got {item!r}.")
+        dates[stem.strip()] = parse_date(text)
+    masks = [find_mask(photo, args.masks) for photo in args.photos]
+    rows = build_series(
+        args.photos,
+        masks,
+        mm_per_pixel=args.mm_per_pixel,
+        marker_diameter_mm=args.marker_diameter_mm,
+        marker_color=args.marker_color,
+        dates=dates,
+    )
+    written = write_series(rows, args.output, overwrite=args.overwrite)
+    for row in rows:
+        area = f"{row.area_cm2:.2f} cm²" if row.area_cm2 is not None else f"{row.area_px} px"
+        change = (
+            f"  reduction {row.reduction_from_first_pct:+.1f}% since first"
+            if row.reduction_from_first_pct is not None
+            else ""
+        )
+        sys.stdout.write(f"{row.taken or '(undated)'}  {Path(row.photo).name}  {area}{change}\n")
+    logger.info("wrote %s", ", ".join(str(w) for w in written))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Modules: :mod:`~medseg.photo.datasets` (mask-PNG dataset readers, EXIF orientation, grouped
 splits), :mod:`~medseg.photo.models` (builders, no downloads), :mod:`~medseg.photo.training`,
-:mod:`~medseg.photo.predict`, :mod:`~medseg.photo.measure`, :mod:`~medseg.photo.evaluate`.
+:mod:`~medseg.photo.predict`, :mod:`~medseg.photo.measure`, :mod:`~medseg.photo.series` (area
+over time), :mod:`~medseg.photo.evaluate`.
 See ``docs/photo.md``.
 """
 
@@ -21,12 +22,14 @@ from medseg.photo.inference import PhotoPrediction, overlay, predict_array
 from medseg.photo.measure import Calibration, detect_circular_marker, measure_mask
 from medseg.photo.models import ModelSpec, build_maskrcnn
 from medseg.photo.predict import predict_files
+from medseg.photo.series import build_series
 
 __all__ = [
     "Calibration",
     "ModelSpec",
     "PhotoPrediction",
     "build_maskrcnn",
+    "build_series",
     "detect_circular_marker",
     "dice_jaccard",
     "evaluate_folders",
