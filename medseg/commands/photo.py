@@ -168,14 +168,16 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace) -> int:
     from medseg.photo.datasets import read_mask, read_photo
-    from medseg.photo.measure import Calibration, detect_circular_marker, measure_mask
+    from medseg.photo.measure import (
+        Calibration,
+        check_calibration_options,
+        detect_circular_marker,
+        measure_mask,
+    )
 
     calibration = None
-    if args.mm_per_pixel is not None and args.marker_diameter_mm is not None:
-        raise InputError("give either --mm-per-pixel or --marker-diameter-mm, not both.")
+    check_calibration_options(args.mm_per_pixel, args.marker_diameter_mm)
     if args.mm_per_pixel is not None:
-        if args.mm_per_pixel <= 0:
-            raise InputError(f"--mm-per-pixel must be > 0, got {args.mm_per_pixel}.")
         calibration = Calibration(args.mm_per_pixel, "explicit")
     elif args.marker_diameter_mm is not None:
         if args.photo is None:

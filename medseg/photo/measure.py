@@ -37,6 +37,7 @@ from medseg.errors import InputError
 __all__ = [
     "Calibration",
     "RegionMeasurement",
+    "check_calibration_options",
     "detect_circular_marker",
     "measure_mask",
     "perimeter_px",
@@ -182,6 +183,25 @@ def measure_mask(
         "total": total.to_dict(),
         "regions": [r.to_dict() for r in regions],
     }
+
+
+def check_calibration_options(mm_per_pixel: float | None, marker_diameter_mm: float | None) -> None:
+    """Reject contradictory or impossible scale options (``--mm-per-pixel`` and
+    ``--marker-diameter-mm``; at most one, and positive).
+
+    Raises
+    ------
+    InputError
+        Both given, or a value that is not > 0.
+    """
+    if mm_per_pixel is not None and marker_diameter_mm is not None:
+        raise InputError("give either --mm-per-pixel or --marker-diameter-mm, not both.")
+    for flag, value in (
+        ("--mm-per-pixel", mm_per_pixel),
+        ("--marker-diameter-mm", marker_diameter_mm),
+    ):
+        if value is not None and not value > 0:
+            raise InputError(f"{flag} must be > 0, got {value}.")
 
 
 def _hex_rgb(color: str) -> npt.NDArray[np.float64]:

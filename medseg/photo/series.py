@@ -33,7 +33,12 @@ from PIL import Image, UnidentifiedImageError
 
 from medseg.errors import InputError
 from medseg.photo.datasets import read_mask, read_photo
-from medseg.photo.measure import Calibration, detect_circular_marker, measure_mask
+from medseg.photo.measure import (
+    Calibration,
+    check_calibration_options,
+    detect_circular_marker,
+    measure_mask,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -205,10 +210,7 @@ def build_series(
         raise InputError(f"{len(photos)} photos but {len(masks)} masks: give one mask per photo.")
     if not photos:
         raise InputError("no photos given.")
-    if mm_per_pixel is not None and marker_diameter_mm is not None:
-        raise InputError("give either --mm-per-pixel or --marker-diameter-mm, not both.")
-    if mm_per_pixel is not None and not mm_per_pixel > 0:
-        raise InputError(f"--mm-per-pixel must be > 0, got {mm_per_pixel}.")
+    check_calibration_options(mm_per_pixel, marker_diameter_mm)
     stems = [Path(p).stem for p in photos]
     repeated = sorted({s for s in stems if stems.count(s) > 1})
     if repeated:
