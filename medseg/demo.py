@@ -127,10 +127,7 @@ def run_demo(shared: Path, out: Path, *, patient: str = "pt_112", n_photos: int 
 
 def _render_overlay(ct, predicted, reference, png: Path) -> None:  # type: ignore[no-untyped-def]
     """Axial slice through the most labelled slice: CT, predicted (solid) vs clinical (dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.plotting import new_figure
 
     counts = (reference.array > 0).sum(axis=(1, 2))
     k = int(np.argmax(counts))
@@ -140,7 +137,7 @@ def _render_overlay(ct, predicted, reference, png: Path) -> None:  # type: ignor
         c0, c1 = max(cols.min() - 4, 0), cols.max() + 5
     else:
         r0, r1, c0, c1 = 0, ct.shape[1], 0, ct.shape[2]
-    fig, ax = plt.subplots(figsize=(7, 7))
+    fig, ax = new_figure((7, 7))
     ax.imshow(np.clip(ct.array[k, r0:r1, c0:c1], -200, 300), cmap="gray")
     for entry in predicted.label_map:
         color = np.array(entry.color) / 255.0
@@ -158,7 +155,6 @@ def _render_overlay(ct, predicted, reference, png: Path) -> None:  # type: ignor
     ax.set_title(f"slice {k}: predicted (solid) vs clinical (dashed)")
     ax.axis("off")
     fig.savefig(png, dpi=100, bbox_inches="tight")
-    plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

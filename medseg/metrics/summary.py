@@ -157,10 +157,7 @@ def box_plots(
 
     Returns the written paths (``<folder>/<metric>.png``).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.plotting import new_figure
 
     out_dir = Path(folder)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -190,16 +187,13 @@ def box_plots(
         target = out_dir / f"{m}.png"
         if target.exists() and not overwrite:
             raise ExportError(f"{target} exists; pass --overwrite to replace it.")
-        fig, ax = plt.subplots(figsize=(max(6.0, 0.45 * len(names) + 2), 4.5))
+        fig, ax = new_figure((max(6.0, 0.45 * len(names) + 2), 4.5))
         ax.boxplot([d if d else [np.nan] for d in data], showfliers=True)
         ax.set_xticks(range(1, len(names) + 1), names, rotation=60, ha="right", fontsize=8)
         unit = "" if m in ("dice", "jaccard", "nsd", "sensitivity", "precision") else " (mm)"
         ax.set_ylabel(m + unit)
         ax.set_title(f"{m} across {len(results)} case(s)")
         fig.tight_layout()
-        try:
-            write_atomic(target, partial(fig.savefig, dpi=100, format="png"))
-        finally:
-            plt.close(fig)
+        write_atomic(target, partial(fig.savefig, dpi=100, format="png"))
         written.append(target)
     return written

@@ -308,17 +308,14 @@ def plot_series(rows: Sequence[SeriesRow], path: Path) -> bool:
     points = [(k, r, r.area_cm2) for k, r in enumerate(rows, start=1) if r.area_cm2 is not None]
     if not points:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.plotting import new_figure
 
     dated = all(r.taken is not None for r in rows)
     xs: list[Any] = [
         datetime.fromisoformat(r.taken) if r.taken is not None and dated else k
         for k, r, _ in points
     ]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure((6, 3.5))
     ax.plot(xs, [area for _, _, area in points], "o-", color="tab:red")
     for x, (_, r, area) in zip(xs, points, strict=True):
         if r.reduction_from_first_pct is not None:
@@ -334,12 +331,12 @@ def plot_series(rows: Sequence[SeriesRow], path: Path) -> bool:
     ax.set_ylabel("wound area (cm²)")
     ax.set_xlabel("date taken" if dated else "visit (order given; photos undated)")
     ax.set_ylim(bottom=0)
+    ax.margins(x=0.1)  # room for the labels of the first and last photo
     ax.set_title("wound area over time (labels: change since the first photo)", fontsize=9)
     if dated:
         fig.autofmt_xdate()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 

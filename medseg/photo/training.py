@@ -400,17 +400,14 @@ def pick_threshold(table: dict[float, float], tolerance: float = 0.005) -> float
 
 
 def _plot(log_path: Path, png: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.plotting import new_figure
 
     with log_path.open() as fh:
         rows = list(csv.DictReader(fh))
     if not rows:
         return
     steps = [int(r["iteration"]) for r in rows]
-    fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, ax = new_figure((9, 3.5), 1, 2)
     ax[0].plot(steps, [float(r["loss"]) for r in rows], label="train loss")
     ax[0].plot(steps, [float(r["loss_mask"]) for r in rows], label="mask loss")
     ax[0].set_xlabel("iteration")
@@ -423,7 +420,6 @@ def _plot(log_path: Path, png: Path) -> None:
     fig.tight_layout()
     tmp = png.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     tmp.replace(png)
 
 

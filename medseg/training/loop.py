@@ -268,13 +268,10 @@ def _write_log(out: Path, rows: list[dict[str, Any]]) -> None:
 
 def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """Train loss per epoch and validation mean Dice on a twin axis, saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from medseg.plotting import new_figure
 
     ep = [r["epoch"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig, ax = new_figure((6, 3.5))
     ax.plot(ep, [r["train_loss"] for r in rows], color="tab:blue", label="train loss")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss", color="tab:blue")
@@ -288,7 +285,6 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) 
     fig.tight_layout()
     tmp = path.with_suffix(".tmp.png")
     fig.savefig(tmp, dpi=80)
-    plt.close(fig)
     os.replace(tmp, path)
 
 

@@ -16,7 +16,7 @@ from skimage.draw import disk
 
 from medseg.cli import main as medseg
 from medseg.errors import InputError
-from medseg.photo.series import build_series, find_mask, photo_taken
+from medseg.photo.series import build_series, find_mask, photo_taken, plot_series
 
 MARKER_MM = 10.0
 MARKER_RGB = (20, 40, 230)
@@ -191,3 +191,25 @@ def test_bad_inputs_are_clear_errors(
     assert medseg([*track, "-o", str(out), "--mm-per-pixel", "-1"]) == 2
     assert "must be > 0" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_plotting_leaves_the_callers_matplotlib_backend_alone(
+    series: dict[str, Path], tmp_path: Path
+) -> None:
+    # matplotlib.use("Agg") inside a library call would switch a notebook's inline plots off
+    import matplotlib
+
+    before = matplotlib.get_backend()
+    matplotlib.use("pdf")
+    try:
+        rows = build_series(
+            list(series.values()),
+            [find_mask(p, tmp_path / "masks") for p in series.values()],
+            mm_per_pixel=0.1,
+        )
+        assert plot_series(rows, tmp_path / "plot.png")
+        assert matplotlib.get_backend() == "pdf"
+        with Image.open(tmp_path / "plot.png") as plot:
+            assert plot.format == "PNG"
+    finally:
+        matplotlib.use(before)
