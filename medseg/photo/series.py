@@ -32,6 +32,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from medseg.errors import InputError
+from medseg.io.atomic import write_atomic
 from medseg.photo.datasets import read_mask, read_photo
 from medseg.photo.measure import (
     Calibration,
@@ -351,24 +352,19 @@ def write_series(
     InputError
         An output exists and ``overwrite`` is False.
     """
-    out_dir.mkdir(parents=True, exist_ok=True)
     targets = [out_dir / f"area_series.{ext}" for ext in ("csv", "json", "png")]
     existing = [str(t) for t in targets if t.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing} already exist; pass --overwrite or another -o folder.")
-    written = []
-    for target, text in (
-        (targets[0], series_csv(rows)),
-        (targets[1], json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2)),
-    ):
-        tmp = target.with_name(target.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(target)
-        written.append(target)
-    tmp_png = targets[2].with_name("area_series.tmp.png")
-    if plot_series(rows, tmp_png):
-        tmp_png.replace(targets[2])
-        written.append(targets[2])
+    written = [
+        write_atomic(targets[0], lambda tmp: tmp.write_text(series_csv(rows))),
+        write_atomic(
+            targets[1],
+            lambda tmp: tmp.write_text(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2)),
+        ),
+    ]
+    if any(r.area_cm2 is not None for r in rows):
+        written.append(write_atomic(targets[2], lambda tmp: plot_series(rows, tmp)))
     else:
         targets[2].unlink(missing_ok=True)
         logger.warning("no calibrated photo: area_series.png (cm² over time) not drawn")

@@ -16,7 +16,7 @@ from skimage.draw import disk
 
 from medseg.cli import main as medseg
 from medseg.errors import InputError
-from medseg.photo.series import build_series, find_mask, photo_taken, plot_series
+from medseg.photo.series import build_series, find_mask, photo_taken, plot_series, write_series
 
 MARKER_MM = 10.0
 MARKER_RGB = (20, 40, 230)
@@ -213,3 +213,18 @@ def test_plotting_leaves_the_callers_matplotlib_backend_alone(
             assert plot.format == "PNG"
     finally:
         matplotlib.use(before)
+
+
+def test_uncalibrated_series_writes_tables_but_no_cm2_plot(
+    series: dict[str, Path], tmp_path: Path
+) -> None:
+    photos = list(series.values())
+    rows = build_series(photos, [find_mask(p, tmp_path / "masks") for p in photos])
+    assert all(r.area_cm2 is None and r.reduction_from_first_pct is None for r in rows)
+    assert all(r.area_px > 1000 and r.calibration.startswith("uncalibrated") for r in rows)
+    written = write_series(rows, tmp_path / "out")
+    assert sorted(p.name for p in written) == ["area_series.csv", "area_series.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "area_series.csv",
+        "area_series.json",
+    ]  # no plot, no temporary file left behind
