@@ -44,9 +44,6 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to ``sys.stderr`` as it is when a record is emitted, not when the handler was
     made -- so a caller that swaps stderr (notebooks, test capture) never gets a closed file."""
 
-    def __init__(self) -> None:
-        super().__init__()
-
     @property
     def stream(self) -> Any:
         return sys.stderr
