@@ -91,8 +91,13 @@ class SeriesRow:
 def parse_date(text: str) -> datetime:
     """Parse an ISO date or date-time (``2026-03-01``, ``2026-03-01T14:30``) or an EXIF one.
 
+    A time-zone offset is dropped, keeping the wall-clock time, as EXIF dates carry none (so
+    both kinds sort together).
+
     >>> parse_date("2026-03-01"), parse_date("2026:03:01 14:30:00")
     (datetime.datetime(2026, 3, 1, 0, 0), datetime.datetime(2026, 3, 1, 14, 30))
+    >>> parse_date("2026-03-01T14:30+02:00")
+    datetime.datetime(2026, 3, 1, 14, 30)
 
     Raises
     ------
@@ -101,7 +106,7 @@ def parse_date(text: str) -> datetime:
     """
     text = text.strip()
     try:
-        return datetime.fromisoformat(text)
+        return datetime.fromisoformat(text).replace(tzinfo=None)
     except ValueError:
         pass
     try:
