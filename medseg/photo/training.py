@@ -31,6 +31,7 @@ from torch import nn
 from torchvision.models.detection import MaskRCNN
 
 from medseg.errors import ConfigError
+from medseg.io.atomic import write_atomic
 from medseg.photo.augment import AugmentConfig, augment_pair, random_crop, resize_pair
 from medseg.photo.checkpoint import read_checkpoint, save_checkpoint
 from medseg.photo.datasets import (
@@ -418,9 +419,7 @@ def _plot(log_path: Path, png: Path) -> None:
     ax[1].set_ylim(0, 1)
     ax[1].legend()
     fig.tight_layout()
-    tmp = png.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    tmp.replace(png)
+    write_atomic(png, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
 
 
 def _write_json(path: Path, data: Any) -> None:

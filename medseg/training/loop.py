@@ -29,6 +29,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from medseg.errors import ModelError
+from medseg.io.atomic import write_atomic
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
 from medseg.runtime import autocast, autocast_dtype, select_device
@@ -283,9 +284,7 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) 
         ax2.set_ylim(0, 1)
     ax.set_title(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
 
 
 def train(
