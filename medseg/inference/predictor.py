@@ -53,15 +53,13 @@ from medseg.preprocess import (
     resample_to_grid,
     resample_to_spacing,
 )
-from medseg.runtime import cpu_has_native_bf16
+from medseg.runtime import PRECISIONS, resolve_device, resolve_precision
 from medseg.volume import LabelMap, LabelVolume, Volume, orientation_code
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["PRECISIONS", "InferenceConfig", "Predictor", "resolve_device", "resolve_precision"]
 
-#: Accepted values of :attr:`InferenceConfig.precision`.
-PRECISIONS = ("auto", "float32", "bfloat16", "float16")
 #: Accepted values of :attr:`InferenceConfig.accumulator`.
 ACCUMULATORS = ("float16", "float32")
 
@@ -156,59 +154,6 @@ class InferenceConfig:
         if isinstance(kw.get("postprocess"), Mapping):
             kw["postprocess"] = PostprocessConfig.from_dict(kw["postprocess"])
         return cls(**kw)
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA when available, else CPU; refuse ``"cuda"`` without a GPU.
-
-    Examples
-    --------
-    >>> resolve_device("cpu")
-    device(type='cpu')
-    """
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError as exc:
-            raise ConfigError(f"unknown device {device!r}; use auto, cpu or cuda.") from exc
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested but no CUDA GPU is available; use --device cpu.")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {dev}; use auto, cpu or cuda.")
-    return dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The network precision ``precision`` means on ``device`` (``"auto"`` resolved).
-
-    ``"auto"`` is ``"float16"`` on CUDA, ``"bfloat16"`` on a CPU with native bfloat16
-    instructions (halves the network time there; measured 1.6 s → 0.6-0.8 s per 96³ window of a
-    UNet(16..256) on 2 cores of an AMD EPYC with AVX512-BF16) and ``"float32"`` elsewhere. An
-    explicit ``"float16"`` on a CPU is kept but logged as slow: without native float16 the
-    same window took 42 s.
-
-    Examples
-    --------
-    >>> resolve_precision("float32", torch.device("cpu"))
-    'float32'
-    >>> resolve_precision("auto", torch.device("cpu")) in ("bfloat16", "float32")
-    True
-    """
-    if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
-    if precision == "auto":
-        if device.type == "cuda":
-            return "float16"
-        return "bfloat16" if cpu_has_native_bf16() else "float32"
-    if device.type == "cpu" and precision == "float16":
-        logger.warning("precision float16 on CPU is emulated and very slow; use bfloat16.")
-    if device.type == "cpu" and precision == "bfloat16" and not cpu_has_native_bf16():
-        logger.warning("this CPU has no native bfloat16 instructions; bfloat16 will be slow.")
-    return precision
 
 
 def _file_sha256(path: str) -> str:
