@@ -34,15 +34,17 @@ __all__ = [
 def detect_path_kind(path: str | os.PathLike[str]) -> str:
     """Classify ``path`` by content.
 
-    Returns one of ``"openkbp"`` (folder with ``ct.csv``), ``"mask_folder"`` (folder of per-organ
-    binary masks), ``"dicom_folder"``, ``"nifti"``, ``"nrrd"``, ``"metaimage"``, ``"dicom"`` (one
-    file) or raises :class:`InputError`.
+    Returns one of ``"openkbp"`` (folder with ``ct.csv`` or ``ct.csv.gz``), ``"mask_folder"``
+    (folder of per-organ binary masks), ``"dicom_folder"``, ``"nifti"``, ``"nrrd"``,
+    ``"metaimage"``, ``"dicom"`` (one file) or raises :class:`InputError`.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder.")
     if p.is_dir():
-        if (p / "ct.csv").is_file():
+        from medseg.io.openkbp import is_openkbp_folder
+
+        if is_openkbp_folder(p):
             return "openkbp"
         from medseg.io.dicom_scan import contains_dicom
         from medseg.io.mask_folder import is_mask_folder
