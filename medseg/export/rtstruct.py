@@ -2,7 +2,7 @@
 
 Each label becomes one ROI (number = label id, name, display colour, interpreted type ``ORGAN``,
 generation algorithm ``AUTOMATIC``). Contours are extracted slice by slice in the source series'
-own image planes (:mod:`medseg.export.contours`: marching squares, holes as separate inner
+own image planes (:mod:`medseg.raster`: marching squares, holes as separate inner
 contours read with the even-odd rule, sub-voxel fragments dropped) and mapped to patient LPS mm
 through the Volume affine, so any orientation (negated cosines, feet-first, sagittal, coronal) is
 placed exactly. Every contour references the image it lies on (ContourImageSequence). Coordinates
@@ -34,8 +34,8 @@ from medseg.export._common import (
     check_source_geometry,
     read_source_headers,
 )
-from medseg.export.contours import mask_to_contours
 from medseg.io.atomic import write_atomic
+from medseg.raster import mask_to_contours
 from medseg.volume import DicomSource, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
@@ -171,7 +171,7 @@ def write_rtstruct(
     Notes
     -----
     Labels absent from the array still get an ROI (without ContourSequence) so that the
-    structure list is complete; contour rules are in :mod:`medseg.export.contours`.
+    structure list is complete; contour rules are in :mod:`medseg.raster`.
     """
     ref = check_inputs(labels, source, "RTSTRUCT export")
     out = check_output(path, overwrite=overwrite)

@@ -13,7 +13,7 @@ Placement: a SEG frame goes to the reference slice its ImagePositionPatient fall
 axes must be the reference's); an RTSTRUCT contour is mapped to reference voxel indices with the
 reference affine, assigned to the slice it lies on (within a quarter slice) and filled with the
 even-odd rule (pixel centres inside an odd number of the ROI's contours on that slice; see
-:mod:`medseg.export.contours`).
+:mod:`medseg.raster`).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from medseg.errors import InputError
-from medseg.export.contours import fill_even_odd
+from medseg.raster import fill_even_odd
 from medseg.volume import LabelEntry, LabelMap, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)

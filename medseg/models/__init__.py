@@ -12,12 +12,6 @@ Models output logits with ``out_channels`` = number of labels + 1 (channel 0 = b
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
-from torch import nn
-
-from medseg.errors import ModelError
 from medseg.models.checkpoint import (
     CheckpointInfo,
     load_checkpoint,
@@ -25,6 +19,7 @@ from medseg.models.checkpoint import (
     save_checkpoint,
 )
 from medseg.models.networks import fcn3d, unet3d
+from medseg.models.registry import available_models, build_model
 from medseg.models.srm import ShapeAutoencoder, ShapeRegularizedLoss, srm
 
 __all__ = [
@@ -40,26 +35,3 @@ __all__ = [
     "srm",
     "unet3d",
 ]
-
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {"unet3d": unet3d, "fcn3d": fcn3d, "srm": srm}
-
-
-def available_models() -> tuple[str, ...]:
-    """Names accepted by :func:`build_model`, sorted."""
-    return tuple(sorted(_REGISTRY))
-
-
-def build_model(name: str, *, in_channels: int, out_channels: int, **options: Any) -> nn.Module:
-    """Build a registered model by name with keyword-only options.
-
-    Raises
-    ------
-    ModelError
-        Unknown name or an option the builder does not take.
-    """
-    if name not in _REGISTRY:
-        raise ModelError(f"unknown model {name!r}; available: {list(available_models())}.")
-    try:
-        return _REGISTRY[name](in_channels=in_channels, out_channels=out_channels, **options)
-    except TypeError as exc:
-        raise ModelError(f"model {name!r}: bad options {sorted(options)} ({exc}).") from exc

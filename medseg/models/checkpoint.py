@@ -45,6 +45,7 @@ from torch import nn
 
 from medseg.errors import ConfigError, InputError, ModelError
 from medseg.io.atomic import write_atomic
+from medseg.models.registry import build_model
 from medseg.preprocess import PreprocessingSpec
 from medseg.volume import LabelMap
 
@@ -281,8 +282,6 @@ def load_checkpoint(
     ModelError
         Unsafe, tampered, incomplete or mismatched checkpoint (weights not fitting the model).
     """
-    from medseg.models import build_model
-
     payload, info = read_checkpoint(name_or_path)
     opts = dict(info.model_options)
     try:

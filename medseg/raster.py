@@ -1,5 +1,9 @@
 """Planar contours ↔ 2D masks (pixel units), the geometry behind RTSTRUCT export and import.
 
+A module of its own (not under ``medseg.export`` or ``medseg.io``) because both the RTSTRUCT
+writer (:func:`mask_to_contours`) and the RTSTRUCT reader (:func:`fill_even_odd`) use it, and
+``medseg.io`` must not import ``medseg.export``.
+
 Conventions, shared by the writer and the reader so that a round trip is exact up to the
 dropped fragments:
 
