@@ -26,7 +26,6 @@ from medseg.errors import GeometryError, InputError
 from medseg.io.mask_folder import MaskSet
 from medseg.metrics.config import MetricsConfig
 from medseg.metrics.distances import (
-    bounding_box,
     distance_summary,
     image_diagonal_mm,
     surface_distances,
@@ -129,11 +128,10 @@ def _from_mask_set(ms: MaskSet) -> _Source:
     names = {label_key(n): n for n in ms.masks}
     if len(names) != len(ms.masks):
         raise InputError(f"mask names collide after normalisation: {list(ms.masks)}.")
-    masks = {label_key(n): m for n, m in ms.masks.items()}
-    boxes = {k: bounding_box(m) for k, m in masks.items()}
+    boxes = {k: ms.bounding_box(n) for k, n in names.items()}
 
     def crop(key: str, box: Box) -> npt.NDArray[np.bool_]:
-        return masks[key][box]
+        return ms.cropped(names[key], box)
 
     return _Source(ms.grid, names, boxes, crop)
 
