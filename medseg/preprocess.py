@@ -210,7 +210,9 @@ def resample_to_grid(
 
     if order not in (0, 1, 2, 3, 4, 5):
         raise InputError(f"spline order must be 0..5; got {order}.")
-    m = np.linalg.inv(volume.affine) @ reference.affine
+    # index → index map; rounded so that float noise of affine arithmetic (the same grid written
+    # head- or feet-first) cannot decide nearest-neighbour ties differently
+    m = np.round(np.linalg.inv(volume.affine) @ reference.affine, 9)
     src = volume.array
     is_int = np.issubdtype(src.dtype, np.integer) or src.dtype == np.bool_
     data = src if order == 0 else src.astype(np.float32, copy=False)

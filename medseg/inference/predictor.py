@@ -164,6 +164,14 @@ def _file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class _GridRef:
+    """Shape and affine of a grid (no voxels)."""
+
+    shape: tuple[int, int, int]
+    affine: npt.NDArray[np.float64]
+
+
 class Predictor:
     """Run a segmentation network on CT volumes; the model is loaded once.
 
@@ -222,6 +230,8 @@ class Predictor:
         self.label_map = label_map
         self.name = name
         self.version = version
+        #: sha256 of the checkpoint file ("" for a model passed in memory).
+        self.model_sha256 = ""
         if num_threads is not None and self.device.type == "cpu":
             torch.set_num_threads(max(1, int(num_threads)))
         #: Seconds per stage of the last :meth:`predict` call.
@@ -249,8 +259,9 @@ class Predictor:
         model, info = load_checkpoint(name_or_path, device=dev)
         name = os.fspath(name_or_path)
         name = os.path.basename(name).removesuffix(".pt") if name.endswith(".pt") else name
-        version = f"medseg {info.medseg_version}; sha256 {_file_sha256(info.path)[:16]}"
-        return cls(
+        digest = _file_sha256(info.path)
+        version = f"medseg {info.medseg_version}; sha256 {digest[:16]}"
+        predictor = cls(
             model,
             info.preprocessing,
             info.label_map,
@@ -260,6 +271,8 @@ class Predictor:
             version=version,
             num_threads=num_threads,
         )
+        predictor.model_sha256 = digest
+        return predictor
 
     # ------------------------------------------------------------------------------------------
     @property
@@ -369,7 +382,10 @@ class Predictor:
         t0 = time.perf_counter()
         timings: dict[str, float] = {}
         spec, cfg = self.spec, self.config
+        # one canonical index order for every DICOM encoding of the same image (head/feet
+        # first, negated cosines): exact flips/permutations; labels come back the same way
         grid = reorient(volume, spec.orientation)
+        canonical = _GridRef(grid.shape, grid.affine)
         resampled = not np.allclose(grid.spacing_mm, spec.spacing_mm, rtol=1e-4, atol=1e-4)
         if resampled:
             grid = resample_to_spacing(grid, spec.spacing_mm, order=1)
@@ -451,7 +467,7 @@ class Predictor:
         timings["postprocess"] = time.perf_counter() - t2
 
         t3 = time.perf_counter()
-        out = self._to_input_grid(labels, region, grid, volume, box=box, resampled=resampled)
+        out = self._to_input_grid(labels, region, grid, volume, box=box, canonical=canonical)
         vol = Volume(out, volume.affine.copy(), modality="SEG", source=volume.source)
         label_volume = LabelVolume(vol, self.label_map, tuple(warnings))
         probs: npt.NDArray[np.float16] | None = None
@@ -480,15 +496,27 @@ class Predictor:
         volume: Volume,
         *,
         box: tuple[slice, slice, slice],
-        resampled: bool,
+        canonical: _GridRef,
     ) -> npt.NDArray[np.integer]:
-        """Labels on the cropped model grid → array of ``volume.shape`` on ``volume.affine``."""
-        if not resampled:  # exact: paste, then undo the axis permutation/flips
-            full = np.zeros(grid.shape, dtype=labels.dtype)
+        """Labels on the cropped model grid → array of ``volume.shape`` on ``volume.affine``.
+
+        Nearest-neighbour resampling (when the model grid differs from the input's spacing)
+        is done on the *canonical* grid (the input reoriented to the model's axis order), then
+        the axis permutation/flips are undone exactly; so the same image stored in another
+        encoding gets the same labels voxel for voxel (ties of nearest-neighbour rounding are
+        broken in the same index direction).
+        """
+        target = orientation_code(volume.affine)
+        if canonical.shape == grid.shape and np.allclose(canonical.affine, grid.affine):
+            full = np.zeros(grid.shape, dtype=labels.dtype)  # not resampled: paste
             full[box] = labels
-            back = reorient(Volume(full, grid.affine), orientation_code(volume.affine))
-            if back.same_grid(volume, tolerance_mm=1e-3):
-                return back.array
+        else:
+            ref = Volume(np.broadcast_to(np.zeros((), np.uint8), canonical.shape), canonical.affine)
+            full = resample_to_grid(Volume(labels, region.affine), ref, order=0, fill_value=0).array
+        back = reorient(Volume(full, canonical.affine), target)
+        if back.same_grid(volume, tolerance_mm=1e-3):
+            return back.array.astype(labels.dtype, copy=False)
+        # oblique grids whose axes reorient cannot match exactly: resample directly
         moved = resample_to_grid(Volume(labels, region.affine), volume, order=0, fill_value=0)
         return moved.array.astype(labels.dtype, copy=False)
 

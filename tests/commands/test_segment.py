@@ -110,7 +110,9 @@ def test_bad_requests_exit_2_with_a_message(
     )
     assert "3D" in capsys.readouterr().err
     one_slice = tmp_path / "slice.nii.gz"
-    nib.save(nib.Nifti1Image(np.full((64, 64, 1), 40, np.int16), np.eye(4)), one_slice)
+    slice_hu = np.full((64, 64, 1), -1000, np.int16)  # a CT slice: air around 40 HU tissue
+    slice_hu[16:48, 16:48] = 40
+    nib.save(nib.Nifti1Image(slice_hu, np.eye(4)), one_slice)
     assert (
         main(["segment", str(one_slice), "-o", str(tmp_path / "o3"), "--model", str(checkpoint)])
         == 2
