@@ -20,7 +20,7 @@ from medseg.metrics.distances import (
     surface_metrics,
     weighted_percentile,
 )
-from medseg.metrics.overlap import overlap_from_counts, overlap_metrics
+from medseg.metrics.overlap import dice_per_label, overlap_from_counts, overlap_metrics
 from medseg.metrics.summary import (
     box_plots,
     format_table,
@@ -40,6 +40,7 @@ __all__ = [
     "SurfaceDistances",
     "box_plots",
     "compute_metrics",
+    "dice_per_label",
     "extract_surface",
     "format_table",
     "image_diagonal_mm",

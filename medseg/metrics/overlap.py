@@ -13,10 +13,12 @@ one empty → every score 0.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["OVERLAP_SCORES", "overlap_from_counts", "overlap_metrics"]
+__all__ = ["OVERLAP_SCORES", "dice_per_label", "overlap_from_counts", "overlap_metrics"]
 
 #: Overlap scores in [0, 1], in output order.
 OVERLAP_SCORES: tuple[str, ...] = ("dice", "jaccard", "sensitivity", "precision")
@@ -83,3 +85,22 @@ def overlap_metrics(
         v,
         both_empty_value=both_empty_value,
     )
+
+
+def dice_per_label(
+    pred: npt.NDArray[np.integer], gt: npt.NDArray[np.integer], label_ids: Iterable[int]
+) -> list[float]:
+    """Dice of each label id between two integer label maps (NaN when both masks are empty).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), [1, 2])
+    [0.6666666666666666, 0.6666666666666666]
+    """
+    out = []
+    for i in label_ids:
+        a, b = pred == i, gt == i
+        denom = int(a.sum() + b.sum())
+        out.append(float("nan") if denom == 0 else 2.0 * float((a & b).sum()) / denom)
+    return out
