@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from medseg.errors import GeometryError, InputError, MedsegError
 from medseg.io.dicom_scan import InstanceHeader
+from medseg.io.grid_limits import check_grid, check_voxel_count
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ __all__ = [
     "SliceGeometry",
     "analyze_slices",
     "geometry_or_raise",
+    "pixel_bytes_needed",
     "plane_of",
     "raise_problem",
     "slice_steps_report",
@@ -96,6 +98,25 @@ def slice_steps_report(steps: npt.NDArray[np.float64], limit: int = 5) -> str:
     return ", ".join(f"{vals[i]:g} mm ×{counts[i]}" for i in order)
 
 
+def pixel_bytes_needed(inst: InstanceHeader) -> int | None:
+    """Bytes of uncompressed pixel data the header's matrix needs, or None when unknown.
+
+    ``Rows × Columns × SamplesPerPixel × NumberOfFrames × BitsAllocated / 8`` (bits rounded up
+    to whole bytes; 1-bit data packed).
+    """
+    if inst.bits_allocated <= 0:
+        return None
+    n = inst.rows * inst.columns * max(inst.samples_per_pixel, 1) * max(inst.number_of_frames, 1)
+    if inst.bits_allocated == 1:
+        return (n + 7) // 8
+    return n * ((inst.bits_allocated + 7) // 8)
+
+
+def _short_pixel_data(inst: InstanceHeader) -> bool:
+    need = pixel_bytes_needed(inst)
+    return inst.pixel_length is not None and need is not None and inst.pixel_length < need
+
+
 def _basic_problems(insts: Sequence[InstanceHeader], name: str) -> list[SeriesProblem]:
     out: list[SeriesProblem] = []
     no_pix = [i.path for i in insts if not i.has_pixel_data]
@@ -140,6 +161,31 @@ def _basic_problems(insts: Sequence[InstanceHeader], name: str) -> list[SeriesPr
                 InputError,
             )
         )
+    empty = [i for i in insts if i.has_pixel_data and (i.rows <= 0 or i.columns <= 0)]
+    if empty:
+        out.append(
+            SeriesProblem(
+                "empty_matrix",
+                f"{name}: Rows × Columns is {empty[0].rows} × {empty[0].columns} (e.g. "
+                f"{empty[0].path}); an image slice needs at least 1 × 1 pixels. The header is "
+                "corrupt; re-export the series.",
+                InputError,
+            )
+        )
+    short = [i for i in insts if _short_pixel_data(i)]
+    if short:
+        i = short[0]
+        out.append(
+            SeriesProblem(
+                "short_pixel_data",
+                f"{name}: {len(short)} file(s) hold less pixel data than their header's matrix "
+                f"needs: e.g. {i.path} has {i.pixel_length:,} bytes, Rows × Columns = "
+                f"{i.rows} × {i.columns} at {i.bits_allocated} bits needs "
+                f"{pixel_bytes_needed(i):,}. The header (Rows/Columns/BitsAllocated) or the "
+                "file is corrupt; re-export the series.",
+                InputError,
+            )
+        )
     no_geo = [
         i.path
         for i in insts
@@ -179,6 +225,10 @@ def analyze_slices(
     problems = _basic_problems(insts, name)
     if problems:
         return problems
+    try:
+        check_voxel_count((len(insts), insts[0].rows, insts[0].columns), name)
+    except InputError as exc:
+        return [SeriesProblem("too_large", str(exc), InputError)]
     if len(insts) < 2:
         return [
             SeriesProblem(
@@ -317,6 +367,14 @@ def analyze_slices(
             )
     dz = span / (len(s) - 1) if not bad.size else median
     ps = spacings[0]
+    try:
+        check_grid(
+            (len(s), insts[0].rows, insts[0].columns),
+            (dz, float(ps[0]), float(ps[1])),
+            f"{name} (slice step, PixelSpacing)",
+        )
+    except GeometryError as exc:
+        return [SeriesProblem("bad_spacing", str(exc))]
     affine = np.eye(4)
     affine[:3, 0] = normal * dz
     affine[:3, 1] = col_cos * ps[0]

@@ -19,6 +19,7 @@ import numpy.typing as npt
 
 from medseg.errors import InputError
 from medseg.io.dicom_scan import InstanceHeader
+from medseg.io.grid_limits import check_voxel_count
 
 logger = logging.getLogger(__name__)
 
@@ -44,17 +45,26 @@ def _fast_path(inst: InstanceHeader) -> bool:
     )
 
 
-def _read_native(inst: InstanceHeader, out: npt.NDArray[Any], name: str) -> None:
-    need = out.nbytes
+def _check_native_length(inst: InstanceHeader, need: int, name: str) -> None:
     if inst.pixel_length is None or inst.pixel_length < need or inst.truncated:
         raise InputError(
             f"{name}: {inst.path}: pixel data hold {inst.pixel_length} bytes but "
             f"{inst.rows}×{inst.columns} pixels need {need} (truncated or wrong Rows/Columns). "
             "Re-export or remove this file."
         )
-    with open(inst.path, "rb") as fh:
-        fh.seek(inst.pixel_offset or 0)
-        got = fh.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
+
+
+def _read_native(inst: InstanceHeader, out: npt.NDArray[Any], name: str) -> None:
+    need = out.nbytes
+    _check_native_length(inst, need, name)
+    try:
+        with open(inst.path, "rb") as fh:
+            fh.seek(inst.pixel_offset or 0)
+            got = fh.readinto(memoryview(out).cast("B"))  # type: ignore[arg-type]
+    except OSError as exc:
+        from medseg.io.dicom_scan import unreadable
+
+        raise unreadable(inst.path, exc) from exc
     if got != need:
         raise InputError(f"{name}: {inst.path}: file truncated inside the pixel data.")
     if inst.pixel_representation == 0 and 0 < inst.bits_stored < inst.bits_allocated:
@@ -89,11 +99,17 @@ def read_stack(
     """Read every slice's pixels into one ``(slices, rows, columns)`` array and rescale.
 
     Returns int16 when slope is 1 and intercepts are whole numbers and the values fit (exact),
-    else float32 (``stored × slope + intercept``).
+    else float32 (``stored × slope + intercept``). The size of the stack and the length of every
+    uncompressed slice's pixel data are checked before the array is allocated.
     """
     n, rows, cols = len(instances), instances[0].rows, instances[0].columns
+    check_voxel_count((n, rows, cols), name)
     dtypes = {_stored_dtype(i) for i in instances}
     common = dtypes.pop() if len(dtypes) == 1 else None
+    if common is not None:
+        for inst in instances:
+            if _fast_path(inst):
+                _check_native_length(inst, rows * cols * common.itemsize, name)
     raw: npt.NDArray[Any] = np.empty((n, rows, cols), dtype=common or np.float64)
     slow = []
     for k, inst in enumerate(instances):

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import math
 import os
+import struct
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 import pydicom
 import pydicom.tag
 import pydicom.uid
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 
 from medseg.errors import InputError
 
@@ -33,11 +34,13 @@ __all__ = [
     "NON_IMAGE_MODALITIES",
     "InstanceHeader",
     "SeriesGroup",
+    "UnreadablePathError",
     "contains_dicom",
     "group_series",
     "read_instance_header",
     "scan_instances",
     "uid_hash",
+    "unreadable",
 ]
 
 #: Modalities of DICOM objects that are not image slices of a volume.
@@ -55,6 +58,29 @@ _NON_IMAGE_SOP_PREFIXES = (
 )
 
 _HEADER_TAGS_DEFER = 2048  # bytes; larger values (pixel data, big sequences) are not read
+
+#: Transfer syntaxes whose PixelData bytes lie in the file as stored (offset/length usable).
+_NATIVE_TRANSFER_SYNTAXES = frozenset(
+    {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+)
+
+#: What pydicom (and the raw-byte field parsing below) raise on damaged header bytes; found by
+#: fuzzing real headers (tests/io/test_fuzz_scan.py, docs/reliability.md). Each becomes an
+#: InputError naming the file.
+_HEADER_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    EOFError,
+    ValueError,  # includes UnicodeDecodeError
+    KeyError,
+    TypeError,
+    AttributeError,
+    IndexError,
+    OverflowError,
+    NotImplementedError,
+    struct.error,
+    BytesLengthException,
+    RecursionError,
+)
 
 
 def uid_hash(uid: str, length: int = 10) -> str:
@@ -244,6 +270,25 @@ def _num(
     return vals
 
 
+class UnreadablePathError(InputError):
+    """A file or folder of the tree cannot be read at all (permission denied, I/O error).
+
+    Unlike a damaged file (skipped with a warning), this stops the scan: the missing file may
+    be a slice of the series, and a volume silently missing slices is a wrong result.
+    """
+
+
+def unreadable(path: str | os.PathLike[str], exc: OSError) -> UnreadablePathError:
+    """The :class:`UnreadablePathError` for ``path`` failing with ``exc``."""
+    what = "folder" if os.path.isdir(path) else "file"
+    if isinstance(exc, PermissionError):
+        return UnreadablePathError(
+            f"{path}: cannot read this {what} (permission denied). Give this user read access "
+            f"(e.g. chmod -R u+rX '{path}') or copy the data somewhere readable."
+        )
+    return UnreadablePathError(f"{path}: cannot read this {what} ({exc.strerror or exc}).")
+
+
 def _sniff(path: str) -> str:
     """``"dicom"`` (preamble + DICM), ``"raw"`` (no preamble, starts with a group 0008/0002 tag)
     or ``"other"``."""
@@ -251,7 +296,7 @@ def _sniff(path: str) -> str:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError as exc:
-        raise InputError(f"{path}: cannot be read ({exc}).") from exc
+        raise unreadable(path, exc) from exc
     if len(head) == 132 and head[128:132] == b"DICM":
         return "dicom"
     if head[:2] in (b"\x08\x00", b"\x02\x00") and len(head) >= 8:
@@ -268,22 +313,30 @@ def read_instance_header(path: str | os.PathLike[str]) -> InstanceHeader | None:
     Raises
     ------
     InputError
-        When the file starts like DICOM but its header cannot be parsed (truncated/corrupt).
+        When the file starts like DICOM but its header cannot be parsed (truncated/corrupt);
+        :class:`UnreadablePathError` when the file cannot be opened (permission denied).
     """
     p = str(path)
     kind = _sniff(p)
     if kind == "other":
         return None
-    warnings: list[str] = []
     try:
-        ds = pydicom.dcmread(p, defer_size=_HEADER_TAGS_DEFER, force=kind == "raw")
+        return _parse_header(p, kind)
     except InvalidDicomError:
         return None
-    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
+    except PermissionError as exc:
+        raise unreadable(p, exc) from exc
+    except _HEADER_ERRORS as exc:
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
         raise InputError(
-            f"{p}: DICOM header cannot be parsed ({type(exc).__name__}: {exc}); the file is "
+            f"{p}: DICOM header cannot be parsed ({type(exc).__name__}: {detail}); the file is "
             "truncated or corrupt. Remove it or re-export the series."
         ) from exc
+
+
+def _parse_header(p: str, kind: str) -> InstanceHeader | None:
+    warnings: list[str] = []
+    ds = pydicom.dcmread(p, defer_size=_HEADER_TAGS_DEFER, force=kind == "raw")
     if kind == "raw":
         warnings.append("no DICOM preamble/file meta (read anyway)")
     if 0x00041220 in ds._dict or Path(p).name.upper() == "DICOMDIR":  # DICOMDIR record sequence
@@ -307,7 +360,7 @@ def read_instance_header(path: str | os.PathLike[str]) -> InstanceHeader | None:
     offset = length = None
     if pix is not None and getattr(pix, "value_tell", None) is not None:
         undefined = pix.length == 0xFFFFFFFF
-        if not undefined and not pydicom.uid.UID(ts).is_compressed:
+        if not undefined and ts in _NATIVE_TRANSFER_SYNTAXES:
             offset, length = int(pix.value_tell), int(pix.length)
 
     def integer(keyword: str) -> int | None:
@@ -346,11 +399,15 @@ def read_instance_header(path: str | os.PathLike[str]) -> InstanceHeader | None:
     )
 
 
+def _walk_error(exc: OSError) -> None:
+    raise unreadable(exc.filename or "?", exc) from exc
+
+
 def _iter_files(root: Path) -> Iterable[Path]:
     if root.is_file():
         yield root
         return
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_walk_error):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if not name.startswith("."):
@@ -381,6 +438,8 @@ def scan_instances(path: str | os.PathLike[str]) -> tuple[list[InstanceHeader], 
     for f in _iter_files(root):
         try:
             header = read_instance_header(f)
+        except UnreadablePathError:
+            raise
         except InputError as exc:
             problems.append(str(exc))
             logger.warning("skipped unreadable file: %s", exc)
