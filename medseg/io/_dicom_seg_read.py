@@ -17,18 +17,14 @@ import numpy.typing as npt
 from pydicom.dataset import Dataset
 
 from medseg.errors import GeometryError, InputError
+from medseg.io._label_structures import SCT_DESIGNATORS as _SCT
+from medseg.io._label_structures import StructureMask
+from medseg.io._label_structures import warn as _warn
 from medseg.volume import LabelEntry, LabelMap, Volume
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["read_seg_masks"]
-
-_SCT = ("SCT", "SRT")
-
-
-def _warn(warnings: list[str], p: Path, msg: str) -> None:
-    warnings.append(msg)
-    logger.warning("%s: %s", p.name, msg)
 
 
 def _frame_attr(ds: Dataset, i: int, seq: str, attr: str) -> Any:
@@ -141,10 +137,8 @@ def _own_grid(  # noqa: PLR0917
 
 def read_seg_masks(
     ds: Dataset, p: Path, reference: Volume | None
-) -> tuple[Volume, list[Any], list[str]]:
+) -> tuple[Volume, list[StructureMask], list[str]]:
     """Per-segment masks of a SEG dataset on ``reference``'s grid (or the SEG's own grid)."""
-    from medseg.io.dicom_labels import StructureMask
-
     warnings: list[str] = []
     entries = _segment_entries(ds, p, warnings)
     frames = _frames(ds, p, warnings)

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,28 +27,17 @@ import numpy.typing as npt
 import pydicom
 from pydicom.dataset import Dataset
 
-from medseg.errors import InputError
+from medseg.errors import GeometryError, InputError
+from medseg.io._dicom_seg_read import read_seg_masks
+from medseg.io._label_structures import SCT_DESIGNATORS as _SCT
+from medseg.io._label_structures import StructureMask
+from medseg.io._label_structures import warn as _warn
 from medseg.raster import fill_even_odd
 from medseg.volume import LabelEntry, LabelMap, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["StructureMask", "load_dicom_labels", "load_dicom_masks"]
-
-_SCT = ("SCT", "SRT")  # SRT: the SNOMED-RT designator older SEGs (dcmqi) still use
-
-
-@dataclass(frozen=True)
-class StructureMask:
-    """One structure read from a SEG segment or an RTSTRUCT ROI.
-
-    ``mask`` is boolean on the grid of the Volume returned with it; ``n_items`` counts the SEG
-    frames or RTSTRUCT contours the structure had in the file.
-    """
-
-    entry: LabelEntry
-    mask: npt.NDArray[np.bool_]
-    n_items: int
 
 
 def load_dicom_masks(
@@ -78,8 +66,6 @@ def load_dicom_masks(
         raise InputError(f"{p}: cannot read as DICOM ({exc}).") from exc
     modality = str(ds.get("Modality", ""))
     if modality == "SEG":
-        from medseg.io._dicom_seg_read import read_seg_masks
-
         return read_seg_masks(ds, p, reference)
     if modality == "RTSTRUCT":
         if reference is None:
@@ -127,11 +113,6 @@ def load_dicom_labels(path: str | os.PathLike[str], reference: Volume | None = N
 # ----------------------------------------------------------------------------------------------
 # RTSTRUCT
 # ----------------------------------------------------------------------------------------------
-def _warn(warnings: list[str], p: Path, msg: str) -> None:
-    warnings.append(msg)
-    logger.warning("%s: %s", p.name, msg)
-
-
 def _roi_entries(ds: Dataset, p: Path, warnings: list[str]) -> dict[int, LabelEntry]:
     """LabelEntry per ROINumber; ids are the ROI numbers when they are 1..65535, else 1..n."""
     rois = list(ds.get("StructureSetROISequence", []))
@@ -188,18 +169,67 @@ def _contour_data(item: Dataset) -> npt.NDArray[np.float64]:
 
 def _contour_slice(
     points: npt.NDArray[np.float64], reference: Volume
-) -> tuple[int, npt.NDArray[np.float64]] | str:
-    """Slice index and (row, col) points of a contour, or the reason it cannot be placed."""
+) -> tuple[int, npt.NDArray[np.float64]] | tuple[str, float]:
+    """Slice index and (row, col) points of a contour, or (why it cannot be placed, slice index)."""
     idx = reference.voxel_indices(points)
     k = idx[:, 0]
     if np.ptp(k) > 0.1:
-        return f"is not parallel to the reference slices (spans {np.ptp(k):.2f} slices)"
+        return "is not parallel to the reference slices", float(k.mean())
     kk = int(np.rint(k.mean()))
-    if abs(k.mean() - kk) > 0.25:
-        return f"lies between reference slices (slice index {k.mean():.2f})"
     if not 0 <= kk < reference.shape[0]:
-        return f"lies outside the reference volume (slice {kk} of {reference.shape[0]})"
+        return "lies outside the reference volume", float(k.mean())
+    if abs(k.mean() - kk) > 0.25:
+        return "lies between reference slices", float(k.mean())
     return kk, idx[:, 1:]
+
+
+class _Skipped:
+    """Contours that could not be placed, counted per (ROI, reason) with their slice range."""
+
+    def __init__(self) -> None:
+        self.by_why: dict[tuple[str, str], list[float]] = {}
+
+    def add(self, name: str, why: str, where: float = float("nan")) -> None:
+        self.by_why.setdefault((name, why), []).append(where)
+
+    @property
+    def total(self) -> int:
+        return sum(len(v) for v in self.by_why.values())
+
+    def messages(self, n_slices: int) -> list[str]:
+        out = []
+        for (name, why), where in self.by_why.items():
+            n = len(where)
+            msg = f"{name}: {why}: {n} skipped"
+            ks = [w for w in where if np.isfinite(w)]
+            if ks:
+                lo, hi = min(ks), max(ks)
+                span = f"slice index {lo:.2f}" if n == 1 else f"slice indices {lo:.2f} to {hi:.2f}"
+                msg += f" ({span}; the reference has slices 0 to {n_slices - 1})"
+            out.append(msg + ".")
+        return out
+
+
+def _nothing_placed_error(
+    p: Path, reference: Volume, n_contours: int, z_mm: list[float], for_uids: set[str]
+) -> GeometryError:
+    corners = reference.world_coordinates(np.array([[0, 0, 0], [reference.shape[0] - 1, 0, 0]]))
+    img = sorted(float(c[2]) for c in corners)
+    msg = (
+        f"{p}: none of the RTSTRUCT's {n_contours} contours lies on a slice of the reference "
+        f"image (contours at z {min(z_mm):.1f} to {max(z_mm):.1f} mm, the reference image's "
+        f"slices at z {img[0]:.1f} to {img[1]:.1f} mm"
+    )
+    src = reference.source
+    if src is not None and for_uids - {src.frame_of_reference_uid, ""}:
+        msg += (
+            f"; the ROIs reference frame of reference {sorted(for_uids - {''})}, the image is in "
+            f"{src.frame_of_reference_uid}"
+        )
+    return GeometryError(
+        msg + "). The RTSTRUCT was drawn on another image (another patient or study): give the "
+        "CT series it references as the reference, or the matching RTSTRUCT."
+    )
 
 
 def _read_rtstruct_masks(
@@ -212,16 +242,13 @@ def _read_rtstruct_masks(
         str(r.get("ReferencedFrameOfReferenceUID", ""))
         for r in ds.get("StructureSetROISequence", [])
     }
-    if src is not None and for_uids - {src.frame_of_reference_uid, ""}:
-        _warn(
-            warnings, p,
-            f"ROIs reference frame of reference {sorted(for_uids)} but the reference image is "
-            f"in {src.frame_of_reference_uid}; contours placed by coordinates anyway.",
-        )  # fmt: skip
+    other_frame = src is not None and bool(for_uids - {src.frame_of_reference_uid, ""})
     entries = _roi_entries(ds, p, warnings)
     contours_by_roi: dict[int, dict[int, list[npt.NDArray[np.float64]]]] = {n: {} for n in entries}
     counts = dict.fromkeys(entries, 0)
-    skipped: dict[str, int] = {}
+    skipped = _Skipped()
+    n_placeable, n_placed = 0, 0
+    z_mm: list[float] = []
     for rc in ds.get("ROIContourSequence", []):
         number = int(rc.ReferencedROINumber)
         if number not in entries:
@@ -233,17 +260,30 @@ def _read_rtstruct_masks(
             gtype = str(c.get("ContourGeometricType", "CLOSED_PLANAR"))
             data = _contour_data(c)
             if gtype != "CLOSED_PLANAR" or len(data) < 9 or len(data) % 3:
-                why = f"{name}: {gtype} contour with {len(data) // 3} points"
-                skipped[why] = skipped.get(why, 0) + 1
+                skipped.add(name, f"{gtype} contour with {len(data) // 3} points")
                 continue
-            placed = _contour_slice(data.reshape(-1, 3), reference)
-            if isinstance(placed, str):
-                why = f"{name}: contour {placed}"
-                skipped[why] = skipped.get(why, 0) + 1
+            points = data.reshape(-1, 3)
+            n_placeable += 1
+            z_mm.append(float(points[:, 2].mean()))
+            placed = _contour_slice(points, reference)
+            if isinstance(placed[0], str):
+                skipped.add(name, f"contour {placed[0]}", float(placed[1]))
                 continue
-            contours_by_roi[number].setdefault(placed[0], []).append(placed[1])
-    for why, n in skipped.items():
-        _warn(warnings, p, f"{why}: {n} skipped.")
+            n_placed += 1
+            contours_by_roi[number].setdefault(int(placed[0]), []).append(
+                np.asarray(placed[1], dtype=np.float64)
+            )
+    if n_placeable and not n_placed:
+        raise _nothing_placed_error(p, reference, n_placeable, z_mm, for_uids)
+    if other_frame:
+        assert src is not None
+        _warn(
+            warnings, p,
+            f"ROIs reference frame of reference {sorted(for_uids)} but the reference image is "
+            f"in {src.frame_of_reference_uid}; contours placed by coordinates anyway.",
+        )  # fmt: skip
+    for msg in skipped.messages(reference.shape[0]):
+        _warn(warnings, p, msg)
     shape2d = reference.shape[1:]
     structures = []
     for number, entry in entries.items():

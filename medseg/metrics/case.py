@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,7 +36,14 @@ from medseg.volume import LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CaseResult", "LabelResult", "compute_metrics", "label_key"]
+__all__ = [
+    "CaseResult",
+    "LabelMatch",
+    "LabelResult",
+    "compute_metrics",
+    "label_key",
+    "match_labels",
+]
 
 Box = tuple[slice, slice, slice]
 
@@ -50,6 +57,54 @@ def label_key(name: str) -> str:
     True
     """
     return re.sub(r"[\s_\-.]+", "", name).casefold()
+
+
+@dataclass(frozen=True)
+class LabelMatch:
+    """How the label names of a prediction and a reference pair up (see :func:`match_labels`).
+
+    ``common`` holds the reference's spelling of each shared name; ``only_pred`` and
+    ``only_ref`` the names found on one side only, each in its input's order.
+    """
+
+    common: tuple[str, ...]
+    only_pred: tuple[str, ...]
+    only_ref: tuple[str, ...]
+
+    def warning(self) -> str | None:
+        """One sentence naming the unmatched labels of both sides, or ``None`` if all match."""
+        if not self.only_pred and not self.only_ref:
+            return None
+        parts = []
+        if self.only_pred:
+            parts.append(
+                f"prediction labels {list(self.only_pred)} match no reference label (scored "
+                "against an empty reference)"
+            )
+        if self.only_ref:
+            parts.append(
+                f"reference labels {list(self.only_ref)} have no prediction label of the same "
+                "name (scored as missed)"
+            )
+        return "; ".join(parts) + ". Labels are matched by name (case, '-', '_', spaces ignored)."
+
+
+def match_labels(pred_names: Iterable[str], ref_names: Iterable[str]) -> LabelMatch:
+    """Pair label names by :func:`label_key`.
+
+    Examples
+    --------
+    >>> m = match_labels(["brain_stem", "Lens-L"], ["Brain-Stem", "Parotid"])
+    >>> m.common, m.only_pred, m.only_ref
+    (('Brain-Stem',), ('Lens-L',), ('Parotid',))
+    """
+    pred = {label_key(n): n for n in pred_names}
+    ref = {label_key(n): n for n in ref_names}
+    return LabelMatch(
+        common=tuple(n for k, n in ref.items() if k in pred),
+        only_pred=tuple(n for k, n in pred.items() if k not in ref),
+        only_ref=tuple(n for k, n in ref.items() if k not in pred),
+    )
 
 
 @dataclass(frozen=True)
@@ -232,6 +287,9 @@ def compute_metrics(
     ------
     GeometryError
         The two inputs are not on the same grid.
+    InputError
+        No label name of ``pred`` matches one of ``ref`` (every score would be 0). Labels found
+        on one side only are scored (as empty on the other side) and named in ``warnings``.
 
     Examples
     --------
@@ -252,6 +310,14 @@ def compute_metrics(
             f"from reference grid {rs.grid!r} (origin {rs.grid.origin_mm}). Resample the "
             "prediction onto the reference grid (CLI: --resample-to-reference, nearest neighbour)."
         )
+    match = match_labels(ps.names.values(), rs.names.values())
+    if not match.common:
+        raise InputError(
+            f"case {case!r}: no label of the prediction matches a label of the reference by "
+            f"name; prediction labels {list(match.only_pred)}, reference labels "
+            f"{list(match.only_ref)}. Labels are matched by name (case, '-', '_', spaces and "
+            "dots ignored), never by number; rename them so the same organ has the same name."
+        )
     spacing = rs.grid.spacing_mm
     labels: dict[str, LabelResult] = {}
     for key in _ordered_keys(ps, rs):
@@ -261,6 +327,10 @@ def compute_metrics(
             name=name, values=values, missed=empty in ("pred", "ref"), empty_in=empty
         )
     warnings: list[str] = []
+    unmatched = match.warning()
+    if unmatched:
+        warnings.append(f"labels: {unmatched}")
+        logger.warning("case %s: %s", case, unmatched)
     for src, what in ((pred, "prediction"), (ref, "reference")):
         if isinstance(src, LabelVolume):
             warnings.extend(f"{what}: {w}" for w in src.warnings)
