@@ -22,21 +22,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = parser.add_subparsers(dest="photo_command", metavar="ACTION", required=True)
 
-    p = sub.add_parser("train", help="train a Mask R-CNN from a YAML config")
+    p = sub.add_parser(
+        "train",
+        help="train a Mask R-CNN from a YAML config",
+        description="Train a photo Mask R-CNN. Override any config key with --set KEY=VALUE "
+        "(repeatable, VALUE is YAML): --set iterations=500 --set fold=2 --set "
+        "holdout_fraction=0 --set output_dir=runs/x --set augment.rotate=30.",
+    )
     p.add_argument("config", type=Path)
     p.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last.pt")
-    p.add_argument("--output-dir", help="override output_dir")
-    p.add_argument("--epochs", type=int, help="override epochs")
-    p.add_argument("--iterations", type=int, help="override iterations (optimizer steps)")
-    p.add_argument("--fold", type=int, help="override the held-out group fold")
     p.add_argument(
-        "--holdout-fraction",
-        type=float,
-        help="override holdout_fraction; 0 trains the final model on every photo",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="overrides",
+        help="override a config key (VALUE parsed as YAML; augment.KEY for augmentation); "
+        "repeatable",
     )
-    p.add_argument("--max-minutes", type=float, help="stop after this wall-clock time")
-    p.add_argument("--weights", help="user-supplied COCO/ImageNet state dict (weights_only)")
-    p.add_argument("--data-root", help="override data_root")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("predict", help="masks, overlays and predictions.json for photos")
@@ -85,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--marker-diameter-mm", type=float, help="diameter of the circular sticker")
     p.add_argument("--marker-color", default="#0000ff", help="#RRGGBB or red/green/blue/yellow")
     p.add_argument("-o", "--output", type=Path, help="write the JSON here (default: stdout)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=_measure)
 
     p = sub.add_parser(
@@ -120,23 +124,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("pred_dir", type=Path)
     p.add_argument("ref_dir", type=Path)
     p.add_argument("-o", "--output", type=Path, help="write scores JSON here")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output")
     p.set_defaults(func=_evaluate)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from medseg.photo.training import load_train_config, train
+    from medseg.photo.config import load_train_config, parse_overrides
+    from medseg.photo.training import train
 
-    config = load_train_config(
-        args.config,
-        output_dir=args.output_dir,
-        epochs=args.epochs,
-        iterations=args.iterations,
-        fold=args.fold,
-        holdout_fraction=args.holdout_fraction,
-        max_minutes=args.max_minutes,
-        weights=str(Path(args.weights).resolve()) if args.weights else None,
-        data_root=str(Path(args.data_root).resolve()) if args.data_root else None,
-    )
+    config = load_train_config(args.config, parse_overrides(args.overrides))
     final = train(config, resume=args.resume)
     sys.stdout.write(f"{final}\n")
     return 0
@@ -167,32 +163,19 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _measure(args: argparse.Namespace) -> int:
-    from medseg.photo.datasets import read_mask, read_photo
-    from medseg.photo.measure import (
-        Calibration,
-        check_calibration_options,
-        detect_circular_marker,
-        measure_mask,
-    )
+    from medseg.photo.measure import measure_files
 
-    calibration = None
-    check_calibration_options(args.mm_per_pixel, args.marker_diameter_mm)
-    if args.mm_per_pixel is not None:
-        calibration = Calibration(args.mm_per_pixel, "explicit")
-    elif args.marker_diameter_mm is not None:
-        if args.photo is None:
-            raise InputError("--marker-diameter-mm needs --photo (the photo with the marker).")
-        calibration = detect_circular_marker(
-            read_photo(args.photo), diameter_mm=args.marker_diameter_mm, color=args.marker_color
-        )
-    results = {str(m): measure_mask(read_mask(m), calibration) for m in args.masks}
-    text = json.dumps(results, indent=2)
-    if args.output:
-        args.output.write_text(text)
-    else:
-        sys.stdout.write(text + "\n")
-    if calibration is None:
-        logger.warning("uncalibrated: sizes are in pixels only (no --mm-per-pixel or marker)")
+    results = measure_files(
+        args.masks,
+        mm_per_pixel=args.mm_per_pixel,
+        photo=args.photo,
+        marker_diameter_mm=args.marker_diameter_mm,
+        marker_color=args.marker_color,
+        output=args.output,
+        overwrite=args.overwrite,
+    )
+    if not args.output:
+        sys.stdout.write(json.dumps(results, indent=2) + "\n")
     return 0
 
 
@@ -228,12 +211,10 @@ def _track(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from medseg.photo.evaluate import evaluate_folders, scores_json, scores_table
+    from medseg.photo.evaluate import evaluate_folders, scores_table
 
-    scores, summary = evaluate_folders(args.pred_dir, args.ref_dir)
+    scores, summary = evaluate_folders(
+        args.pred_dir, args.ref_dir, output=args.output, overwrite=args.overwrite
+    )
     sys.stdout.write(scores_table(scores, summary) + "\n")
-    if args.output:
-        tmp = args.output.with_suffix(".tmp")
-        tmp.write_text(scores_json(scores, summary))
-        tmp.replace(args.output)
     return 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import random
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,11 @@ from medseg.errors import InputError
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_ASPECT_RATIO",
+    "MAX_PHOTO_PIXELS",
+    "MIN_PHOTO_SIDE",
     "PhotoPair",
+    "check_photo",
     "find_pairs",
     "group_of",
     "instances_from_mask",
@@ -45,6 +50,14 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+#: Largest photo or mask read, in pixels (a 12000 x 12000 photo is 144 million).
+MAX_PHOTO_PIXELS = 150_000_000
+#: Shortest side a photo given to a network may have, in pixels.
+MIN_PHOTO_SIDE = 32
+#: Largest ratio of a photo's longer to its shorter side (the network resizes the shorter
+#: side to a few hundred pixels and caps the longer at 1.5 times that).
+MAX_ASPECT_RATIO = 8.0
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N")
 _SERIES = re.compile(r"^(?P<series>.*\d)-(?P<index>\d+)$")
 
 
@@ -67,23 +80,92 @@ class PhotoPair:
     group: str
 
 
-def _open(path: Path) -> Image.Image:
+def _check_size(path: Path, width: int, height: int, *, photo: bool) -> None:
+    """Refuse sizes medseg cannot process (see :data:`MAX_PHOTO_PIXELS` and the others)."""
+    if width * height > MAX_PHOTO_PIXELS:
+        raise InputError(
+            f"{path} is {width} x {height} pixels ({width * height / 1e6:.0f} megapixels); "
+            f"medseg reads images of at most {MAX_PHOTO_PIXELS / 1e6:.0f} megapixels. "
+            "Downscale it (e.g. to 8000 pixels on the longer side) and retry."
+        )
+    if not photo:
+        return
+    short, long = sorted((width, height))
+    if short < MIN_PHOTO_SIDE or long > MAX_ASPECT_RATIO * short:
+        raise InputError(
+            f"{path} is {width} x {height} pixels; a photo needs at least {MIN_PHOTO_SIDE} "
+            f"pixels on each side and an aspect ratio of at most {MAX_ASPECT_RATIO:g}:1. "
+            "Crop or pad it to the wound or lesion."
+        )
+
+
+def _open(path: Path, *, photo: bool = True) -> Image.Image:
+    """Open, size-check (before decoding), decode and EXIF-orient an image file."""
     if not path.is_file():
-        raise InputError(f"photo {path} does not exist; pass an existing image file.")
+        what = "photo" if photo else "mask"
+        raise InputError(f"{what} {path} does not exist; pass an existing image file.")
     try:
-        image = Image.open(path)
-        image.load()
+        with warnings.catch_warnings():  # our own size limit replaces Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            _check_size(path, image.width, image.height, photo=photo)
+            image.load()
+    except Image.DecompressionBombError as exc:
+        raise InputError(
+            f"{path} is too large to read ({exc}); medseg reads images of at most "
+            f"{MAX_PHOTO_PIXELS / 1e6:.0f} megapixels. Downscale it and retry."
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise InputError(
             f"cannot read {path} as an image ({type(exc).__name__}: {exc}); expected a PNG, "
             f"JPEG, TIFF or BMP photo. Re-export the file or remove it from the inputs."
         ) from exc
-    transposed = ImageOps.exif_transpose(image)
-    return transposed if transposed is not None else image
+    ImageOps.exif_transpose(image, in_place=True)  # in place: no copy of a large photo
+    return image
+
+
+def check_photo(path: str | Path) -> tuple[int, int]:
+    """Check that ``path`` is a readable photo of a usable size; return (width, height).
+
+    The photo is decoded (a truncated file fails here) and dropped; sizes are those displayed
+    (EXIF orientation applied).
+
+    Raises
+    ------
+    InputError
+        Missing, corrupt, non-image, too large, too small or too elongated file.
+    """
+    image = _open(Path(path))
+    return image.width, image.height
+
+
+def _rgb8(image: Image.Image, path: Path) -> npt.NDArray[np.uint8]:
+    """RGB uint8 pixels of ``image``; 16-bit greyscale is scaled by its full range (/257)."""
+    if image.mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)
+    if image.mode in (*_SIXTEEN_BIT, "I"):
+        grey = np.asarray(image)
+        if image.mode == "I" and (grey.min() < 0 or grey.max() > 65535):
+            raise InputError(
+                f"{path}: 32-bit integer image with values {grey.min()}..{grey.max()}; expected "
+                "an 8- or 16-bit photo. Export it as an 8-bit RGB PNG or JPEG."
+            )
+        logger.info("%s: 16-bit greyscale photo scaled to 8 bits", path.name)
+        grey8 = (grey.astype(np.uint16, copy=False) >> 8).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=2)
+    if image.mode == "F":
+        raise InputError(
+            f"{path}: floating-point image (mode F); expected an 8- or 16-bit photo. Export "
+            "it as an 8-bit RGB PNG or JPEG."
+        )
+    return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def read_photo(path: str | Path) -> npt.NDArray[np.uint8]:
     """Read a photo as RGB, in its displayed (EXIF-corrected) orientation.
+
+    8-bit photos of any Pillow mode are converted to RGB; 16-bit ones are scaled by their full
+    range (0-65535 to 0-255; Pillow's own conversion would clip them to two grey levels).
 
     Returns
     -------
@@ -93,10 +175,10 @@ def read_photo(path: str | Path) -> npt.NDArray[np.uint8]:
     Raises
     ------
     InputError
-        Missing, corrupt or non-image file.
+        Missing, corrupt or non-image file, or a size :func:`check_photo` refuses.
     """
-    image = _open(Path(path))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    path = Path(path)
+    return _rgb8(_open(path), path)
 
 
 def read_mask(path: str | Path) -> npt.NDArray[np.bool_]:
@@ -105,9 +187,9 @@ def read_mask(path: str | Path) -> npt.NDArray[np.bool_]:
     Raises
     ------
     InputError
-        Missing, corrupt or non-image file.
+        Missing, corrupt or non-image file, or more than :data:`MAX_PHOTO_PIXELS` pixels.
     """
-    array = np.asarray(_open(Path(path)))
+    array = np.asarray(_open(Path(path), photo=False))
     if array.ndim == 3:
         array = array[..., :3].max(axis=2) if array.shape[2] != 2 else array[..., 0]
     return np.asarray(array > 0)

@@ -10,6 +10,9 @@ Some wound-segmentation papers instead report a *pooled* ("data-based") Dice: in
 areas summed over all images first, ``2 Σ|P ∩ R| / (Σ|P| + Σ|R|)``. It weights each image by its
 wound's size, so a missed 50-pixel wound barely moves it while it costs a whole image in the
 mean. Both are given (``pooled_dice``, ``pooled_jaccard``); say which one you compare with.
+
+The scores themselves come from :func:`medseg.metrics.overlap_from_counts` (the CT metrics'
+definitions and empty-mask rules, on pixel counts); this module only counts pixels and pools.
 """
 
 from __future__ import annotations
@@ -19,17 +22,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from medseg.errors import InputError
+from medseg.metrics import overlap_from_counts
 from medseg.photo.datasets import IMAGE_SUFFIXES, read_mask
+from medseg.photo.outputs import check_output_file, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageScore", "dice_jaccard", "evaluate_folders", "summarise"]
+__all__ = ["ImageScore", "dice_jaccard", "evaluate_folders", "score_pairs", "summarise"]
 
 
 def dice_jaccard(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> tuple[float, float]:
@@ -53,11 +58,11 @@ def _counts(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> tuple[in
 
 
 def _from_counts(inter: int, pred_area: int, ref_area: int) -> tuple[float, float]:
-    """Dice and Jaccard from pixel counts (both empty -> 1.0)."""
-    total = pred_area + ref_area
-    if total == 0:
-        return 1.0, 1.0
-    return 2.0 * inter / total, inter / (total - inter)
+    """Dice and Jaccard from pixel counts via :func:`medseg.metrics.overlap_from_counts`
+    (both empty -> 1.0, exactly one empty -> 0.0)."""
+    scores = overlap_from_counts(inter, pred_area, ref_area, 1.0, both_empty_value=1.0)
+    # never None: both_empty_value is a number
+    return float(cast(float, scores["dice"])), float(cast(float, scores["jaccard"]))
 
 
 @dataclass(frozen=True)
@@ -134,10 +139,39 @@ def _index(folder: Path) -> dict[str, Path]:
     return out
 
 
+def score_pairs(pairs: Sequence[tuple[str, Path, Path]]) -> list[ImageScore]:
+    """Score ``(name, prediction mask, reference mask)`` files; sorted by name.
+
+    Raises
+    ------
+    InputError
+        Unreadable masks or a shape mismatch.
+    """
+    scores = []
+    for name, pred_path, ref_path in sorted(pairs):
+        pred, ref = read_mask(pred_path), read_mask(ref_path)
+        if pred.shape != ref.shape:
+            raise InputError(
+                f"{name}: prediction {Path(pred_path).name} is {pred.shape}, reference is "
+                f"{ref.shape}."
+            )
+        inter, pred_area, ref_area = _counts(pred, ref)
+        dice, jac = _from_counts(inter, pred_area, ref_area)
+        scores.append(ImageScore(name, dice, jac, pred_area, ref_area, inter))
+    return scores
+
+
 def evaluate_folders(
-    pred_dir: str | Path, ref_dir: str | Path
+    pred_dir: str | Path,
+    ref_dir: str | Path,
+    *,
+    output: str | Path | None = None,
+    overwrite: bool = False,
 ) -> tuple[list[ImageScore], dict[str, Any]]:
     """Score every reference mask against the prediction of the same name.
+
+    With ``output`` the scores are also written there as JSON (:func:`scores_json`,
+    atomically); an existing ``output`` is refused before any work unless ``overwrite``.
 
     Predictions are ``<stem>_mask.png`` (as written by ``medseg photo predict``) or
     ``<stem>.png``; references ``<stem>.png`` or ``<stem>_segmentation.png``. A reference
@@ -151,8 +185,11 @@ def evaluate_folders(
     Raises
     ------
     InputError
-        Missing folders, no common names, missing predictions or shape mismatch.
+        Missing folders, no common names, missing predictions, shape mismatch, or an existing
+        ``output`` without ``overwrite``.
     """
+    if output is not None:
+        check_output_file(Path(output), overwrite=overwrite)
     pred_dir, ref_dir = Path(pred_dir), Path(ref_dir)
     for folder in (pred_dir, ref_dir):
         if not folder.is_dir():
@@ -166,17 +203,11 @@ def evaluate_folders(
             f"{len(missing)} reference mask(s) have no prediction in {pred_dir} (first: "
             f"{missing[0]}); expected {missing[0]}_mask.png. Run `medseg photo predict` on them."
         )
-    scores = []
-    for name in sorted(refs):
-        pred, ref = read_mask(preds[name]), read_mask(refs[name])
-        if pred.shape != ref.shape:
-            raise InputError(
-                f"{name}: prediction {preds[name].name} is {pred.shape}, reference is {ref.shape}."
-            )
-        inter, pred_area, ref_area = _counts(pred, ref)
-        dice, jac = _from_counts(inter, pred_area, ref_area)
-        scores.append(ImageScore(name, dice, jac, pred_area, ref_area, inter))
-    return scores, summarise(scores)
+    scores = score_pairs([(name, preds[name], refs[name]) for name in refs])
+    summary = summarise(scores)
+    if output is not None:
+        write_text(Path(output), scores_json(scores, summary), overwrite=overwrite)
+    return scores, summary
 
 
 def scores_table(scores: Sequence[ImageScore], summary: dict[str, Any]) -> str:

@@ -1,4 +1,14 @@
-"""Run a photo Mask R-CNN on one RGB array: instances, union mask, overlay."""
+"""Run a photo Mask R-CNN on one RGB array: instances, union mask, overlay.
+
+Memory is bounded on very large photos: a photo of more than :data:`DOWNSCALE_ABOVE_PIXELS`
+pixels goes through the network downscaled to about :data:`NETWORK_PIXELS` (the network itself
+resizes every input to its ``image_size``, a few hundred pixels, so nothing is lost), and the
+kept masks are brought back to the photo's full resolution by bilinear interpolation of their
+probabilities, in bands of rows -- no full-resolution float copy of the photo or of a mask is
+ever made. Measurements therefore use full-resolution masks. Photos up to
+:data:`DOWNSCALE_ABOVE_PIXELS` (12-megapixel phone photos are above; the 3008 x 2000 ISIC
+images below) take the direct path unchanged.
+"""
 
 from __future__ import annotations
 
@@ -10,19 +20,29 @@ import numpy.typing as npt
 import torch
 from torchvision.models.detection import MaskRCNN
 
-from medseg.runtime import autocast, select_device
+from medseg.runtime import autocast, autocast_dtype
 
 __all__ = [
+    "DOWNSCALE_ABOVE_PIXELS",
+    "NETWORK_PIXELS",
     "TTA_FLIPS",
     "Instance",
     "PhotoPrediction",
     "centre_weight",
     "keep_ranked",
+    "network_shape",
     "overlay",
+    "photo_precision",
     "predict_array",
-    "select_device",
     "union_mask",
+    "upsample_mask",
 ]
+
+#: Photos with more pixels than this are downscaled before the network (see the module doc).
+DOWNSCALE_ABOVE_PIXELS = 8_000_000
+#: Pixel count a downscaled photo is brought to (the network resizes it further itself).
+NETWORK_PIXELS = 2_000_000
+_BAND_ROWS = 512
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,8 +93,22 @@ def union_mask(instances: Sequence[Instance], shape: tuple[int, ...]) -> npt.NDA
     return union
 
 
+def photo_precision(device: torch.device, bf16: bool) -> str:
+    """The :data:`medseg.runtime.PRECISIONS` name the photo models run in on ``device``.
+
+    ``"float16"`` on CUDA (the ``bf16`` flag is a CPU option), ``"bfloat16"`` on a CPU when
+    ``bf16`` (``--bf16``), else ``"float32"``.
+
+    >>> photo_precision(torch.device("cpu"), True), photo_precision(torch.device("cuda"), False)
+    ('bfloat16', 'float16')
+    """
+    if device.type == "cuda":
+        return "float16"
+    return "bfloat16" if bf16 else "float32"
+
+
 def photo_autocast(device: torch.device, bf16: bool) -> torch.autocast:
-    """Autocast for the photo models: float16 on CUDA, bfloat16 on CPU when ``bf16``, else off.
+    """Autocast in :func:`photo_precision` (dtype from :func:`medseg.runtime.autocast_dtype`).
 
     Examples
     --------
@@ -83,8 +117,62 @@ def photo_autocast(device: torch.device, bf16: bool) -> torch.autocast:
     >>> photo_autocast(torch.device("cpu"), True).fast_dtype
     torch.bfloat16
     """
-    dtype = torch.float16 if device.type == "cuda" else (torch.bfloat16 if bf16 else None)
-    return autocast(device.type, dtype)
+    return autocast(device.type, autocast_dtype(device, photo_precision(device, bf16)))
+
+
+def network_shape(shape: tuple[int, int]) -> tuple[int, int]:
+    """(rows, columns) a photo of ``shape`` is given to the network at (aspect kept).
+
+    The photo's own shape up to :data:`DOWNSCALE_ABOVE_PIXELS` pixels, else about
+    :data:`NETWORK_PIXELS` pixels.
+
+    >>> network_shape((2000, 3008)), network_shape((12000, 12000))
+    ((2000, 3008), (1414, 1414))
+    """
+    rows, cols = shape
+    if rows * cols <= DOWNSCALE_ABOVE_PIXELS:
+        return rows, cols
+    scale = (NETWORK_PIXELS / (rows * cols)) ** 0.5
+    return max(1, round(rows * scale)), max(1, round(cols * scale))
+
+
+def _linear_taps(
+    n_out: int, n_in: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp], npt.NDArray[np.float32]]:
+    """Source indices and weights of linear interpolation, half-pixel centres (torch's
+    ``align_corners=False``), edges clamped."""
+    pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+    pos = np.clip(pos, 0, n_in - 1)
+    lo = np.floor(pos).astype(np.intp)
+    hi = np.minimum(lo + 1, n_in - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+
+def upsample_mask(
+    prob: npt.NDArray[np.float32], shape: tuple[int, int], threshold: float
+) -> npt.NDArray[np.bool_]:
+    """``prob`` (rows, columns) resized bilinearly to ``shape`` and thresholded (``>``).
+
+    Computed in bands of rows: besides the boolean result, only one band of floats exists at
+    full resolution. Bands whose source rows never exceed ``threshold`` are skipped (a bilinear
+    value cannot exceed its four sources).
+
+    >>> p = np.zeros((4, 4), np.float32); p[1:3, 1:3] = 1
+    >>> upsample_mask(p, (8, 8), 0.5).astype(int).sum(), upsample_mask(p, (4, 4), 0.5).sum()
+    (np.int64(16), np.int64(4))
+    """
+    rows, cols = shape
+    y0, y1, wy = _linear_taps(rows, prob.shape[0])
+    x0, x1, wx = _linear_taps(cols, prob.shape[1])
+    out = np.zeros(shape, dtype=bool)
+    for start in range(0, rows, _BAND_ROWS):
+        band = slice(start, min(rows, start + _BAND_ROWS))
+        lo, hi, w = y0[band], y1[band], wy[band, None]
+        if prob[lo[0] : hi[-1] + 1].max(initial=0.0) <= threshold:
+            continue
+        along = prob[lo] * (1 - w) + prob[hi] * w  # (band rows, source columns)
+        out[band] = (along[:, x0] * (1 - wx) + along[:, x1] * wx) > threshold
+    return out
 
 
 #: The four flips of test-time augmentation: (mirror columns, mirror rows).
@@ -224,6 +312,36 @@ def _select(
     return [nonempty[k] for k in chosen]
 
 
+@dataclass(frozen=True, eq=False)
+class _Found:
+    """A kept instance at the network's resolution: its mask and the probabilities behind it."""
+
+    box: tuple[float, float, float, float]
+    score: float
+    label: int
+    mask: npt.NDArray[np.bool_]
+    prob: npt.NDArray[np.float32]
+
+
+def _downscale(image: npt.NDArray[np.uint8], shape: tuple[int, int]) -> npt.NDArray[np.uint8]:
+    """``image`` resized to ``shape`` (rows, columns) with Pillow's antialiased bilinear filter."""
+    from PIL import Image
+
+    size = (shape[1], shape[0])
+    small = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR, reducing_gap=3.0)
+    return np.asarray(small, dtype=np.uint8)
+
+
+def _to_full(found: _Found, full: tuple[int, int], threshold: float) -> Instance:
+    """The instance on the photo's full-resolution grid (unchanged when not downscaled)."""
+    if found.mask.shape == full:
+        return Instance(found.box, found.score, found.label, found.mask)
+    sy, sx = full[0] / found.mask.shape[0], full[1] / found.mask.shape[1]
+    x0, y0, x1, y1 = found.box
+    box = (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
+    return Instance(box, found.score, found.label, upsample_mask(found.prob, full, threshold))
+
+
 @torch.no_grad()
 def predict_array(
     model: MaskRCNN,
@@ -252,41 +370,51 @@ def predict_array(
     reference masks define instances (:func:`medseg.photo.datasets.instances_from_mask`) -- each
     with the score and label of the best detection (in any pass) overlapping it, and its
     bounding box. Touching instances therefore merge into one.
+
+    A photo larger than :data:`DOWNSCALE_ABOVE_PIXELS` is predicted at :func:`network_shape`
+    and its kept masks are upsampled to the photo's size (:func:`upsample_mask`), which bounds
+    memory (a 12000 x 12000 photo: about 1.5 GB in all).
     """
     if centre_prior is not None and (max_instances is None or not centre_prior > 0):
         raise ValueError(
             f"centre_prior must be > 0 and needs max_instances (got {centre_prior}, "
             f"max_instances={max_instances})."
         )
+    full = (int(image.shape[0]), int(image.shape[1]))
+    shape = network_shape(full)
+    work = image if shape == full else _downscale(image, shape)
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     try:
         if not tta:
-            det = _detect(model, image, device, bf16)
-            kept = [
-                Instance(
+            det = _detect(model, work, device, bf16)
+            found = [
+                _Found(
                     tuple(float(v) for v in det.boxes[i]),  # type: ignore[arg-type]
                     float(det.scores[i]),
                     int(det.labels[i]),
                     det.soft[i] > mask_threshold,
+                    det.soft[i],
                 )
                 for i in _select(det, score_threshold, mask_threshold, max_instances, centre_prior)
             ]
-            return PhotoPrediction(tuple(kept), union_mask(kept, image.shape[:2]))
-        return _predict_tta(
-            model,
-            image,
-            device=device,
-            bf16=bf16,
-            score_threshold=score_threshold,
-            mask_threshold=mask_threshold,
-            max_instances=max_instances,
-            centre_prior=centre_prior,
-        )
+        else:
+            found = _predict_tta(
+                model,
+                work,
+                device=device,
+                bf16=bf16,
+                score_threshold=score_threshold,
+                mask_threshold=mask_threshold,
+                max_instances=max_instances,
+                centre_prior=centre_prior,
+            )
     finally:
         if was_training:
             model.train()
+    kept = [_to_full(f, full, mask_threshold) for f in found]
+    return PhotoPrediction(tuple(kept), union_mask(kept, full))
 
 
 def _predict_tta(
@@ -299,8 +427,8 @@ def _predict_tta(
     mask_threshold: float,
     max_instances: int | None,
     centre_prior: float | None,
-) -> PhotoPrediction:
-    """Flip test-time augmentation (see :func:`predict_array`)."""
+) -> list[_Found]:
+    """Flip test-time augmentation (see :func:`predict_array`); instances at ``image``'s size."""
     from scipy import ndimage
 
     prob = np.zeros(image.shape[:2], dtype=np.float32)
@@ -313,9 +441,10 @@ def _predict_tta(
         support += [
             (det.soft[i] > mask_threshold, float(det.scores[i]), int(det.labels[i])) for i in chosen
         ]
-    union = prob / len(TTA_FLIPS) > mask_threshold
+    prob /= len(TTA_FLIPS)
+    union = prob > mask_threshold
     regions, _ = ndimage.label(union)
-    found: list[Instance] = []
+    found: list[_Found] = []
     for index, window in enumerate(ndimage.find_objects(regions), start=1):
         if window is None:
             continue
@@ -324,12 +453,13 @@ def _predict_tta(
         score, label = max((s, lab) for m, s, lab in support if (m[window] & region[window]).any())
         rows, cols = window
         box = (float(cols.start), float(rows.start), float(cols.stop), float(rows.stop))
-        found.append(Instance(box, score, label, region))
-    found.sort(key=lambda inst: (-inst.score, -inst.area_px))
+        # the region's probabilities (and a 2-pixel rim) for upsampling to full resolution
+        near = ndimage.binary_dilation(region, iterations=2) & ~(union & ~region)
+        found.append(_Found(box, score, label, region, np.where(near, prob, 0).astype(np.float32)))
+    found.sort(key=lambda f: (-f.score, -int(f.mask.sum())))
     if centre_prior is not None:  # every region came from a kept detection: rank, no threshold
-        found.sort(key=lambda inst: -inst.score * centre_weight(inst.mask, centre_prior))
-    kept = found if max_instances is None else found[:max_instances]
-    return PhotoPrediction(tuple(kept), union_mask(kept, image.shape[:2]))
+        found.sort(key=lambda f: -f.score * centre_weight(f.mask, centre_prior))
+    return found if max_instances is None else found[:max_instances]
 
 
 def overlay(
@@ -347,9 +477,17 @@ def overlay(
     """
     from scipy import ndimage
 
-    out = image.astype(np.float32).copy()
+    out = np.array(image, dtype=np.uint8, copy=True)
     col = np.asarray(color, dtype=np.float32)
-    out[mask] = (1 - alpha) * out[mask] + alpha * col
     edge = mask & ~ndimage.binary_erosion(mask)
-    out[edge] = col
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    for start in range(0, mask.shape[0], _BAND_ROWS):  # float work one band at a time
+        band = slice(start, start + _BAND_ROWS)
+        inside = mask[band]
+        if not inside.any():
+            continue
+        pixels = out[band][inside].astype(np.float32)
+        blended = np.clip(np.rint((1 - alpha) * pixels + alpha * col), 0, 255).astype(np.uint8)
+        block = out[band]
+        block[inside] = blended
+        block[edge[band]] = np.asarray(color, dtype=np.uint8)
+    return out

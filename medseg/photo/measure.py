@@ -22,8 +22,12 @@ The scale assumes the wound plane is parallel to the sensor (no perspective corr
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,11 +38,14 @@ from skimage.measure import find_contours, perimeter_crofton
 
 from medseg.errors import InputError
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "Calibration",
     "RegionMeasurement",
     "check_calibration_options",
     "detect_circular_marker",
+    "measure_files",
     "measure_mask",
     "perimeter_px",
     "region_extent_px",
@@ -270,3 +277,54 @@ def detect_circular_marker(
         f"circular marker {color}, {diameter_px:.1f} px = {diameter_mm} mm, "
         f"circularity {best[0]:.3f}",
     )
+
+
+def measure_files(
+    masks: Sequence[str | Path],
+    *,
+    mm_per_pixel: float | None = None,
+    photo: str | Path | None = None,
+    marker_diameter_mm: float | None = None,
+    marker_color: str = "#0000ff",
+    output: str | Path | None = None,
+    overwrite: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Measure mask files (``medseg photo measure``); optionally write the JSON to ``output``.
+
+    The scale is ``mm_per_pixel``, or detected from a circular marker of
+    ``marker_diameter_mm`` in ``photo`` (:func:`detect_circular_marker`), or absent (sizes in
+    pixels, with a warning). Options, output and masks are checked before anything is written:
+    an existing ``output`` is refused unless ``overwrite``.
+
+    Returns
+    -------
+    dict
+        ``{mask path: measure_mask(...)}``.
+
+    Raises
+    ------
+    InputError
+        Contradictory scale options, a marker without a photo, no marker found, unreadable
+        masks, or an existing ``output`` without ``overwrite``.
+    """
+    from medseg.photo.datasets import read_mask, read_photo
+    from medseg.photo.outputs import check_output_file, write_text
+
+    check_calibration_options(mm_per_pixel, marker_diameter_mm)
+    if marker_diameter_mm is not None and photo is None:
+        raise InputError("--marker-diameter-mm needs --photo (the photo with the marker).")
+    if output is not None:
+        check_output_file(Path(output), overwrite=overwrite)
+    calibration = None
+    if mm_per_pixel is not None:
+        calibration = Calibration(mm_per_pixel, "explicit")
+    elif marker_diameter_mm is not None and photo is not None:
+        calibration = detect_circular_marker(
+            read_photo(photo), diameter_mm=marker_diameter_mm, color=marker_color
+        )
+    results = {str(m): measure_mask(read_mask(m), calibration) for m in masks}
+    if calibration is None:
+        logger.warning("uncalibrated: sizes are in pixels only (no --mm-per-pixel or marker)")
+    if output is not None:
+        write_text(Path(output), json.dumps(results, indent=2), overwrite=overwrite)
+    return results

@@ -15,28 +15,39 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from PIL import Image
 
-from medseg.errors import ExportError, InputError
+from medseg.errors import ExportError, InputError, ModelError
 from medseg.io.atomic import write_atomic
-from medseg.photo.checkpoint import load_photo_model, prediction_defaults, resolve_model
-from medseg.photo.datasets import read_photo
-from medseg.photo.inference import overlay, predict_array, select_device
+from medseg.photo.checkpoint import load_photo_model
+from medseg.photo.datasets import check_photo, read_photo
+from medseg.photo.inference import network_shape, overlay, predict_array
+from medseg.photo.outputs import check_output_folder, write_png
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["predict_files", "write_png"]
 
 
-def write_png(path: Path, array: npt.NDArray[np.uint8]) -> None:
-    """Atomically write a uint8 array (rows, columns[, 3]) as PNG."""
-    write_atomic(path, lambda tmp: Image.fromarray(array).save(tmp, format="PNG"))
+@contextmanager
+def _removed_on_failure(out: Path) -> Iterator[list[Path]]:
+    """Yield a list to record written files in; on an error remove them (and ``out`` when this
+    call created it and it is left empty), then re-raise."""
+    created = not out.exists()
+    written: list[Path] = []
+    try:
+        yield written
+    except BaseException:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 def predict_files(
@@ -99,27 +110,20 @@ def predict_files(
     if len(set(stems)) != len(stems):
         dup = next(s for s in stems if stems.count(s) > 1)
         raise InputError(f"two inputs share the name {dup!r}; outputs would collide. Rename one.")
-    # Read every photo first so a corrupt file fails before any model work or output.
-    arrays = [read_photo(p) for p in paths]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not overwrite:
-        existing = [
-            out / n
-            for s in stems
-            for n in (f"{s}_mask.png", f"{s}_overlay.png")
-            if (out / n).exists()
-        ] + ([out / "predictions.json"] if (out / "predictions.json").exists() else [])
-        if existing:
-            raise InputError(f"{existing[0]} exists; pass --overwrite to replace outputs.")
     if max_instances is not None and max_instances < 0:
         raise InputError(f"max_instances must be >= 0 (0 keeps all), got {max_instances}.")
     if centre_prior is not None and not 0 <= centre_prior <= 1:
         raise InputError(
             f"centre_prior is a sigma in photo sizes, 0 (off) to 1; got {centre_prior}."
         )
-    net, spec, checkpoint = load_photo_model(model)
-    defaults = prediction_defaults(checkpoint)
+    # Check every photo (decoded once, then dropped) and the output folder first, so a bad
+    # input fails before any model work and leaves nothing behind.
+    sizes = [check_photo(p) for p in paths]
+    out = Path(out_dir)
+    names = [n for s in stems for n in (f"{s}_mask.png", f"{s}_overlay.png")]
+    check_output_folder(out, [*names, "predictions.json"], overwrite=overwrite)
+    net, info = load_photo_model(model, device=device)
+    defaults = info.prediction_defaults()
     if score_threshold is None:
         score_threshold = defaults["score_threshold"]
     limit = (defaults["max_instances"] if max_instances is None else max_instances) or None
@@ -131,59 +135,73 @@ def predict_files(
             f"the centre prior ({prior}) chooses which instances to keep and needs a limit; "
             "pass --max-instances N (N >= 1) or --centre-prior 0."
         )
-    net.to(select_device(device))
+    spec = info.spec
     records = []
-    for path, stem, image in zip(paths, stems, arrays, strict=True):
-        pred = predict_array(
-            net,
-            image,
-            score_threshold=score_threshold,
-            bf16=bf16,
-            max_instances=limit,
-            tta=tta,
-            centre_prior=prior,
-        )
-        write_png(out / f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255)
-        write_png(out / f"{stem}_overlay.png", overlay(image, pred.mask))
-        records.append(
-            {
-                "image": str(path),
-                "stem": stem,
-                "width": int(image.shape[1]),
-                "height": int(image.shape[0]),
-                "mask": f"{stem}_mask.png",
-                "overlay": f"{stem}_overlay.png",
-                "instances": [
-                    {
-                        "box": [round(v, 2) for v in inst.box],
-                        "score": round(inst.score, 4),
-                        "area_px": inst.area_px,
-                        "label": inst.label,
-                        "label_name": spec.class_names[inst.label - 1]
-                        if 0 < inst.label <= len(spec.class_names)
-                        else str(inst.label),
-                    }
-                    for inst in pred.instances
-                ],
-            }
-        )
-        logger.info("%s: %d instance(s)", stem, len(pred.instances))
-        if progress is not None:
-            progress(1)
-    result = {
-        "model": {**spec.to_dict(), "file": str(resolve_model(model))},
-        "score_threshold": score_threshold,
-        "bf16": bf16,
-        "max_instances": limit,
-        "tta": tta,
-        "centre_prior": prior,
-        "images": records,
-    }
-    target = out / "predictions.json"
-    try:
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(result, indent=2))
-        tmp.replace(target)
-    except OSError as exc:
-        raise ExportError(f"cannot write {target}: {exc}") from exc
+    with _removed_on_failure(out) as written:
+        for path, stem, (width, height) in zip(paths, stems, sizes, strict=True):
+            image = read_photo(path)
+            if network_shape((height, width)) != (height, width):
+                rows, cols = network_shape((height, width))
+                logger.info("%s: %dx%d photo predicted at %dx%d", stem, width, height, cols, rows)
+            try:
+                pred = predict_array(
+                    net,
+                    image,
+                    score_threshold=score_threshold,
+                    bf16=bf16,
+                    max_instances=limit,
+                    tta=tta,
+                    centre_prior=prior,
+                )
+            except RuntimeError as exc:  # torch: out of memory, unsupported input
+                raise ModelError(
+                    f"{path}: the network failed on this {width} x {height} photo "
+                    f"({str(exc).splitlines()[0][:200]})."
+                ) from exc
+            for name, array in (
+                (f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255),
+                (f"{stem}_overlay.png", overlay(image, pred.mask)),
+            ):
+                write_png(out / name, array)
+                written.append(out / name)
+            del image
+            records.append(
+                {
+                    "image": str(path),
+                    "stem": stem,
+                    "width": width,
+                    "height": height,
+                    "mask": f"{stem}_mask.png",
+                    "overlay": f"{stem}_overlay.png",
+                    "instances": [
+                        {
+                            "box": [round(v, 2) for v in inst.box],
+                            "score": round(inst.score, 4),
+                            "area_px": inst.area_px,
+                            "label": inst.label,
+                            "label_name": spec.class_names[inst.label - 1]
+                            if 0 < inst.label <= len(spec.class_names)
+                            else str(inst.label),
+                        }
+                        for inst in pred.instances
+                    ],
+                }
+            )
+            logger.info("%s: %d instance(s)", stem, len(pred.instances))
+            if progress is not None:
+                progress(1)
+        result = {
+            "model": {**spec.to_dict(), "file": info.path},
+            "score_threshold": score_threshold,
+            "bf16": bf16,
+            "max_instances": limit,
+            "tta": tta,
+            "centre_prior": prior,
+            "images": records,
+        }
+        target = out / "predictions.json"
+        try:
+            write_atomic(target, lambda tmp: tmp.write_text(json.dumps(result, indent=2)))
+        except OSError as exc:
+            raise ExportError(f"cannot write {target}: {exc}") from exc
     return result

@@ -178,7 +178,7 @@ def test_centre_prior_is_a_checkpoint_default_and_overridable(
     assert (stored["max_instances"], stored["centre_prior"]) == (1, 0.2)
     (kept,) = stored["images"][0]["instances"]
     # all candidates with their masks: the kept one maximises score x centre weight
-    model, _, _ = load_photo_model(tiny_checkpoint)
+    model, _ = load_photo_model(tiny_checkpoint)
     found = predict_array(model, read_photo(pair.image), score_threshold=0).instances
     best = max(found, key=lambda inst: inst.score * centre_weight(inst.mask, 0.2))
     assert kept["score"] == round(best.score, 4) and kept["area_px"] == best.area_px

@@ -17,7 +17,7 @@ from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model, read_checkpoi
 def test_shipped_checkpoint_is_small_and_documented(name: str) -> None:
     path = WEIGHTS_DIR / f"{name}.pt"
     assert path.stat().st_size < 10e6  # 2.9 M float16 parameters
-    data = read_checkpoint(path)
+    data, info = read_checkpoint(path)
     assert data["spec"]["class_names"] == [name]
     assert 0.05 <= data["metrics"]["score_threshold"] <= 0.7
     assert data["config"]["weights"] is None  # trained from scratch, no third-party weights
@@ -26,6 +26,12 @@ def test_shipped_checkpoint_is_small_and_documented(name: str) -> None:
         "max_instances": {"wound": None, "lesion": 1}[name],
         "tta": True,
         "centre_prior": {"wound": None, "lesion": 0.2}[name],
+    }
+    # the typed view of the same file (old format: no digest, still loads)
+    assert "digest" not in data and info.spec.class_names == (name,)
+    assert info.prediction_defaults() == {
+        "score_threshold": data["metrics"]["score_threshold"],
+        **data["inference"],
     }
 
 
@@ -47,8 +53,8 @@ def test_blank_photo_gives_no_instances(tmp_path: Path, model: str) -> None:
 
 @pytest.mark.slow
 def test_shipped_lesion_model_uses_its_tuned_threshold(tmp_path: Path, shared_data: Path) -> None:
-    _, spec, ckpt = load_photo_model("lesion")
-    assert spec.architecture == "small_resnet_gn_fpn"
+    _, info = load_photo_model("lesion")
+    assert info.spec.architecture == "small_resnet_gn_fpn"
     photo = shared_data / "ham10000_skin_lesion" / "images" / "ISIC_0024311.jpg"
     assert (
         main(
@@ -66,7 +72,7 @@ def test_shipped_lesion_model_uses_its_tuned_threshold(tmp_path: Path, shared_da
         == 0
     )
     data = json.loads((tmp_path / "predictions.json").read_text())
-    assert data["score_threshold"] == ckpt["metrics"]["score_threshold"]
+    assert data["score_threshold"] == info.metrics["score_threshold"] == info.score_threshold
     assert (data["max_instances"], data["tta"], data["centre_prior"]) == (1, True, 0.2)
     assert len(data["images"][0]["instances"]) == 1
     assert (data["images"][0]["height"], data["images"][0]["width"]) == (450, 600)

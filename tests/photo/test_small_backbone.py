@@ -100,7 +100,8 @@ def test_mask_size_round_trips_through_a_checkpoint(tmp_path) -> None:  # type: 
     spec = ModelSpec("small_resnet_gn_fpn", 2, 64, ("lesion",), mask_size=56)
     net = build_maskrcnn(spec.architecture, image_size=64, mask_size=56)
     path = save_checkpoint(tmp_path / "m.pt", {"model": net.state_dict(), "spec": spec.to_dict()})
-    model, loaded, _ = load_photo_model(path)
+    model, info = load_photo_model(path)
+    loaded = info.spec
     assert loaded.mask_size == 56 and model.roi_heads.mask_roi_pool.output_size == (28, 28)
     old = spec.to_dict()
     del old["mask_size"]  # checkpoints written before the key existed

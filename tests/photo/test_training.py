@@ -68,10 +68,10 @@ def test_few_iterations_write_loadable_checkpoint(tmp_path: Path, shared_data: P
     assert len(rows) == 1 and int(rows[0]["iteration"]) == 3  # 12 training photos / 4
     assert float(rows[0]["loss"]) > 0 and 0 <= float(rows[0]["val_dice"]) <= 1
     assert (run / "learning_curve.png").stat().st_size > 1000
-    _, spec, ckpt = load_photo_model(final)
-    assert spec.image_size == 64 and spec.class_names == ("wound",)
-    assert ckpt["metrics"]["n_train"] == 12 and ckpt["metrics"]["n_held_out"] == 6
-    assert read_checkpoint(run / "last.pt")["epoch"] == 1
+    _, info = load_photo_model(final)
+    assert info.spec.image_size == 64 and info.spec.class_names == ("wound",)
+    assert info.metrics["n_train"] == 12 and info.metrics["n_held_out"] == 6
+    assert read_checkpoint(run / "last.pt")[0]["epoch"] == 1
     # resume with one more epoch continues from the checkpoint
     train(config(2), resume=True)  # type: ignore[arg-type]
     rows = list(csv.DictReader((run / "log.csv").open()))
@@ -150,14 +150,14 @@ def test_step_based_bf16_training_and_resume(tmp_path: Path, shared_data: Path) 
     assert [int(r["iteration"]) for r in rows] == [2, 4, 5]  # a row + checkpoint every 2 steps
     assert all(float(r["loss"]) > 0 and float(r["loss_mask"]) > 0 for r in rows)
     assert float(rows[-1]["lr"]) < 1e-3  # cosine decayed to ~0 at the last step
-    ckpt = read_checkpoint(final)
+    ckpt, _ = read_checkpoint(final)
     assert ckpt["config"]["bf16"] is True and ckpt["config"]["fold"] == 1
     assert ckpt["metrics"]["iterations_trained"] == 5
     assert ckpt["inference"] == {"max_instances": 1, "tta": True, "centre_prior": 0.25}
     assert ckpt["spec"]["architecture"] == "small_resnet_gn_fpn"
     assert ckpt["spec"]["mask_size"] == 56
     assert all(v.dtype == torch.float16 for v in ckpt["model"].values() if v.is_floating_point())
-    assert read_checkpoint(tmp_path / "run" / "last.pt")["iteration"] == 5
+    assert read_checkpoint(tmp_path / "run" / "last.pt")[0]["iteration"] == 5
     held = json.loads((tmp_path / "run" / "split.json").read_text())["held_out"]
     pairs = find_pairs(shared_data / "medetec_wound")
     expected = [str(p.image) for p in split_pairs(pairs, seed=0, fold=1)[1]]
@@ -278,7 +278,7 @@ def test_final_model_on_every_photo(tmp_path: Path, shared_data: Path) -> None:
         warmup_iterations=1,
         holdout_fraction=0.0,
     )
-    ckpt = read_checkpoint(train(config))
+    ckpt, _ = read_checkpoint(train(config))
     n_photos = len(find_pairs(shared_data / "ham10000_skin_lesion"))
     assert (ckpt["metrics"]["n_train"], ckpt["metrics"]["n_held_out"]) == (n_photos, 0)
     assert ckpt["metrics"]["held_out_dice"] is None
