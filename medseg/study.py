@@ -416,11 +416,10 @@ def _write_dicom(
     labels: LabelVolume, volume: Volume, folder: Path, predictor: Predictor, opts: StudyOptions
 ) -> None:
     from medseg import __version__
-    from medseg.export import write_dicom_seg, write_rtstruct
+    from medseg.export import SeriesInfo, write_dicom_seg, write_rtstruct
 
     kw: dict[str, Any] = {
-        "algorithm_name": f"medseg {predictor.name}",
-        "algorithm_version": __version__,
+        "info": SeriesInfo(algorithm_name=f"medseg {predictor.name}", algorithm_version=__version__)
     }
     if "seg" in opts.formats:
         write_dicom_seg(labels, volume, folder / OUTPUT_FILES["seg"], **kw)

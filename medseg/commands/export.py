@@ -47,7 +47,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the reference and labels, align them exactly, write the requested format."""
     from medseg import __version__
-    from medseg.export import match_reference_grid, write_dicom_seg, write_rtstruct
+    from medseg.export import SeriesInfo, match_reference_grid, write_dicom_seg, write_rtstruct
     from medseg.io import load_labels, load_volume, save_labels
 
     reference = load_volume(args.reference)
@@ -57,26 +57,20 @@ def run(args: argparse.Namespace) -> int:
             f"{reference.modality} image without DICOM references)."
         )
     labels = match_reference_grid(load_labels(args.labels, reference=reference), reference)
-    version = args.algorithm_version or __version__
+    info = SeriesInfo(
+        algorithm_name=args.algorithm_name, algorithm_version=args.algorithm_version or __version__
+    )
     if args.format == "seg":
         out = write_dicom_seg(
             labels,
             reference,
             args.output,
+            info=info,
             segmentation_type=args.segmentation_type,
-            algorithm_name=args.algorithm_name,
-            algorithm_version=version,
             overwrite=args.overwrite,
         )
     elif args.format == "rtstruct":
-        out = write_rtstruct(
-            labels,
-            reference,
-            args.output,
-            algorithm_name=args.algorithm_name,
-            algorithm_version=version,
-            overwrite=args.overwrite,
-        )
+        out = write_rtstruct(labels, reference, args.output, info=info, overwrite=args.overwrite)
     else:
         out = save_labels(labels, args.output, overwrite=args.overwrite)
     logger.info("wrote %s (%d labels)", out, len(labels.label_map))

@@ -1,4 +1,4 @@
-"""Helpers shared by the DICOM writers: checks, source headers, atomic file writes."""
+"""Helpers shared by the DICOM writers: checks, source headers, values, atomic file writes."""
 
 from __future__ import annotations
 
@@ -12,7 +12,14 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from medseg.errors import ExportError, GeometryError
-from medseg.volume import DicomSource, LabelVolume, Volume
+from medseg.io.dicom_values import (
+    character_set_terms,
+    element_problems,
+    fits_character_set,
+    value_problem,
+)
+from medseg.io.dicom_write import SeriesInfo
+from medseg.volume import DicomSource, LabelMap, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
@@ -69,12 +76,104 @@ def check_inputs(labels: LabelVolume, source: Volume, what: str) -> DicomSource:
         *(("SOPInstanceUID", u) for u in ref.sop_instance_uids),
     ):
         if not UID(uid).is_valid:
+            why = value_problem("UI", uid) or "it is empty"
             raise ExportError(
-                f"{what}: the reference series has an empty or invalid {what_uid} ({uid!r}), so "
-                "the output could not reference it and no system would accept it. Repair the "
+                f"{what}: the reference series has an empty or invalid {what_uid} "
+                f"({uid[:80]!r}): {why}. "
+                "The output could not reference it and no system would accept it. Repair the "
                 "source series' UIDs (e.g. re-export it from the PACS) before exporting."
             )
     return ref
+
+
+def resolve_series_info(info: SeriesInfo | None, what: str) -> SeriesInfo:
+    """``info`` or the defaults; refuse patient/study fields (a SEG/RTSTRUCT copies them)."""
+    info = SeriesInfo() if info is None else info
+    fields = info.patient_study_fields_set()
+    if fields:
+        raise ExportError(
+            f"{what}: SeriesInfo sets {fields}, but a SEG or RTSTRUCT takes patient and study "
+            "from its source series (they must match the images it references). Leave these "
+            "fields None; they are for medseg.io.dicom_write.write_dicom_series only."
+        )
+    return info
+
+
+def check_label_names(label_map: LabelMap, what: str) -> None:
+    """Refuse label names that cannot be written as LO/SH values (backslash, control chars)."""
+    for entry in label_map:
+        problem = value_problem("LO", entry.name[:64], ("ISO_IR 192",))
+        if problem is not None:
+            raise ExportError(
+                f"{what}: label {entry.id} name {entry.name[:80]!r} cannot be written as a DICOM "
+                f"name: {problem}. Rename the label (LabelMap / its JSON sidecar)."
+            )
+
+
+def output_character_set(header: Dataset, texts: list[str]) -> tuple[str, ...]:
+    """The Specific Character Set of an output: the source's when our ``texts`` fit in it.
+
+    Our own texts (label names, SeriesInfo values) that need characters the source's set lacks
+    make the output UTF-8 (``ISO_IR 192``); the copied values, held as Unicode, are re-encoded.
+    """
+    terms = character_set_terms(header)
+    if all(fits_character_set(t, terms) for t in texts):
+        return terms
+    logger.info("output written in UTF-8 (ISO_IR 192): names need characters outside %s", terms)
+    return ("ISO_IR 192",)
+
+
+def _copied_error(what: str, attr: str, vr: str, problem: str, source_file: str) -> ExportError:
+    keyword = attr.split(" ", maxsplit=1)[0].split("[", maxsplit=1)[0]
+    charset = "character set" in problem or "repertoire" in problem
+    hint = (
+        " If the value is right but its bytes are in another character set, declare that set in "
+        "the source's Specific Character Set (0008,0005), e.g. ISO_IR 100 (Latin-1) or "
+        "ISO_IR 192 (UTF-8)."
+        if charset
+        else ""
+    )
+    return ExportError(
+        f"{what}: {attr} (VR {vr}) in the source series ({source_file}), which the output copies, "
+        f"is not valid DICOM: {problem}. Nothing was written: systems reject such objects and "
+        f"medseg does not alter patient data. Correct {keyword} in the source series (e.g. "
+        f'dcmodify -m "{keyword}=..." on its files, or a corrected export from the PACS), then '
+        f"export again.{hint}"
+    )
+
+
+def check_copied_values(header: Dataset, keywords: tuple[str, ...], what: str) -> None:
+    """Refuse source attributes ``keywords`` whose values are not valid for their VR."""
+    terms = character_set_terms(header)
+    source_file = str(header.filename) if header.filename else "first file"
+    for kw in keywords:
+        if kw in header:
+            for attr, vr, problem in element_problems(header[kw], terms):
+                raise _copied_error(what, attr, vr, problem, source_file)
+
+
+def check_written_values(ds: Dataset, header: Dataset, what: str, skip: frozenset[str]) -> None:
+    """Check every value of the output ``ds`` (sequences in ``skip`` excepted) against its VR.
+
+    Values copied from the source ``header`` are checked in the source's character set (bytes
+    that were not valid there are caught), the others in the output's.
+    """
+    source_terms, out_terms = character_set_terms(header), character_set_terms(ds)
+    source_file = str(header.filename) if header.filename else "first file"
+    for elem in ds:
+        if elem.keyword in skip or elem.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+            continue
+        origin = header.get(elem.tag)
+        if origin is not None and origin.value == elem.value:
+            for attr, vr, problem in element_problems(origin, source_terms):
+                raise _copied_error(what, attr, vr, problem, source_file)
+        else:
+            for attr, vr, problem in element_problems(elem, out_terms):
+                raise ExportError(
+                    f"{what}: {attr} (VR {vr}) that medseg would write is not valid DICOM: "
+                    f"{problem}. Check the SeriesInfo and label names given; otherwise this is "
+                    "a medseg bug, please report it."
+                )
 
 
 def read_source_headers(

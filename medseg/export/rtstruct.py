@@ -29,12 +29,19 @@ from scipy import ndimage
 from medseg.errors import ExportError
 from medseg.export._common import (
     PATIENT_STUDY_KEYWORDS,
+    check_copied_values,
     check_inputs,
+    check_label_names,
     check_output,
     check_source_geometry,
+    check_written_values,
+    output_character_set,
     read_source_headers,
+    resolve_series_info,
 )
 from medseg.io.atomic import write_atomic
+from medseg.io.dicom_values import value_problem
+from medseg.io.dicom_write import SeriesInfo
 from medseg.raster import mask_to_contours
 from medseg.volume import DicomSource, LabelVolume, Volume
 
@@ -45,6 +52,8 @@ __all__ = ["contour_data_string", "write_rtstruct"]
 _CONTOUR_DATA = Tag(0x3006, 0x0050)
 #: Retired "Detached Study Management" SOP class, still the value every TPS expects here.
 _STUDY_COMPONENT_CLASS = "1.2.840.10008.3.1.2.3.1"
+#: Generated contour items (coordinates encoded by contour_data_string) are not re-checked.
+_LARGE_SEQUENCES = frozenset({"ROIContourSequence"})
 
 
 def contour_data_string(points_mm: npt.NDArray[np.float64]) -> bytes:
@@ -126,8 +135,6 @@ def _copy_patient_study(ds: Dataset, header: Dataset) -> None:
     ):
         if kw not in ds:
             setattr(ds, kw, "")
-    if "SpecificCharacterSet" in header:
-        ds.SpecificCharacterSet = header.SpecificCharacterSet
 
 
 def write_rtstruct(
@@ -135,12 +142,8 @@ def write_rtstruct(
     source: Volume,
     path: str | os.PathLike[str],
     *,
+    info: SeriesInfo | None = None,
     structure_set_label: str = "medseg",
-    algorithm_name: str = "medseg",
-    algorithm_version: str = "0",
-    series_description: str = "medseg contours",
-    series_number: int = 902,
-    manufacturer: str = "medseg",
     overwrite: bool = False,
 ) -> Path:
     """Write ``labels`` as an RT Structure Set referencing the ``source`` series.
@@ -154,12 +157,13 @@ def write_rtstruct(
         attributes are read from its first file, header only).
     path
         Output ``.dcm`` file; written atomically.
+    info
+        The new series: description (default ``"medseg contours"``), number (default 902),
+        Series Instance UID (default new), manufacturer, and the algorithm name and version
+        written as ROI Generation Description, Manufacturer's Model Name and Software Versions.
+        Its patient/study fields must be ``None``.
     structure_set_label
         StructureSetLabel (≤ 16 characters).
-    algorithm_name, algorithm_version
-        Written as ROIGenerationDescription, ManufacturerModelName and SoftwareVersions.
-    series_description, series_number, manufacturer
-        Attributes of the new series.
     overwrite
         Replace an existing file.
 
@@ -168,20 +172,37 @@ def write_rtstruct(
     Path
         The file written.
 
+    Raises
+    ------
+    ExportError
+        Among others: a value copied from the source (patient, study) that is not valid for its
+        VR (length, character repertoire, format); nothing is written then.
+
     Notes
     -----
     Labels absent from the array still get an ROI (without ContourSequence) so that the
     structure list is complete; contour rules are in :mod:`medseg.raster`.
     """
-    ref = check_inputs(labels, source, "RTSTRUCT export")
+    what = "RTSTRUCT export"
+    info = resolve_series_info(info, what)
+    problem = value_problem("SH", structure_set_label, ("ISO_IR 192",))
+    if problem is not None:
+        raise ExportError(f"{what}: structure_set_label {structure_set_label!r}: {problem}.")
+    ref = check_inputs(labels, source, what)
+    check_label_names(labels.label_map, what)
     out = check_output(path, overwrite=overwrite)
     header = read_source_headers(ref, all_slices=False)[0]
+    check_copied_values(header, (*PATIENT_STUDY_KEYWORDS, "PositionReferenceIndicator"), what)
     check_source_geometry(source, {0: header})
     if source.shape[0] > 1:
         last = source.shape[0] - 1
         check_source_geometry(source, {last: read_source_headers(ref, only=last)[0]})
     now = _dt.datetime.now()
     date, time = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    name, version = info.algorithm_name, info.algorithm_version
+    description = "medseg contours" if info.series_description is None else info.series_description
+    texts = [e.name[:64] for e in labels.label_map]
+    texts += [description, info.manufacturer, name, version, structure_set_label]
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = RTStructureSetStorage
@@ -193,20 +214,23 @@ def write_rtstruct(
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = date, time
     _copy_patient_study(ds, header)
+    charset = output_character_set(header, texts)
+    if charset != ("",):
+        ds.SpecificCharacterSet = list(charset) if len(charset) > 1 else charset[0]
     ds.FrameOfReferenceUID = ref.frame_of_reference_uid
     ds.PositionReferenceIndicator = header.get("PositionReferenceIndicator", "")
     ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = series_number
+    ds.SeriesInstanceUID = info.series_instance_uid or generate_uid()
+    ds.SeriesNumber = 902 if info.series_number is None else info.series_number
     ds.SeriesDate, ds.SeriesTime = date, time
-    ds.SeriesDescription = series_description[:64]
+    ds.SeriesDescription = description
     ds.OperatorsName = ""
-    ds.Manufacturer = manufacturer
-    ds.ManufacturerModelName = algorithm_name[:64]
-    ds.SoftwareVersions = algorithm_version[:64]
+    ds.Manufacturer = info.manufacturer
+    ds.ManufacturerModelName = name
+    ds.SoftwareVersions = version
     ds.InstanceNumber = 1
-    ds.StructureSetLabel = structure_set_label[:16]
-    ds.StructureSetName = structure_set_label[:64]
+    ds.StructureSetLabel = structure_set_label
+    ds.StructureSetName = structure_set_label
     ds.StructureSetDate, ds.StructureSetTime = date, time
 
     image_refs = _image_refs(ref)
@@ -234,7 +258,7 @@ def write_rtstruct(
         roi.ReferencedFrameOfReferenceUID = ref.frame_of_reference_uid
         roi.ROIName = entry.name[:64]
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
-        roi.ROIGenerationDescription = f"{algorithm_name} {algorithm_version}"[:64]
+        roi.ROIGenerationDescription = f"{name} {version}"[:64]
         roi_items.append(roi)
 
         box = boxes[entry.id - 1] if entry.id <= len(boxes) else None
@@ -262,6 +286,7 @@ def write_rtstruct(
     ds.ROIContourSequence = Sequence(contour_items)
     ds.RTROIObservationsSequence = Sequence(obs_items)
     ds.ApprovalStatus = "UNAPPROVED"
+    check_written_values(ds, header, what, skip=_LARGE_SEQUENCES)
     ds.set_original_encoding(False, True, ds._character_set)
 
     write_atomic(out, lambda tmp: pydicom.dcmwrite(tmp, ds, enforce_file_format=True))

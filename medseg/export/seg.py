@@ -23,12 +23,19 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from medseg.errors import ExportError
 from medseg.export._common import (
+    PATIENT_STUDY_KEYWORDS,
+    check_copied_values,
     check_inputs,
+    check_label_names,
     check_output,
     check_source_geometry,
+    check_written_values,
+    output_character_set,
     read_source_headers,
+    resolve_series_info,
 )
 from medseg.io.atomic import write_atomic
+from medseg.io.dicom_write import SeriesInfo
 from medseg.volume import LabelEntry, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
@@ -39,6 +46,9 @@ __all__ = ["GENERIC_TYPE_CODE", "label_entry_to_segment", "write_dicom_seg"]
 GENERIC_TYPE_CODE = ("85756007", "Tissue")
 
 _SEG_TYPES = {"binary": "BINARY", "labelmap": "LABELMAP"}
+#: Generated per-frame items: positions and references already checked on the source headers.
+_LARGE_SEQUENCES = frozenset({"PerFrameFunctionalGroupsSequence"})
+_GEOMETRY_KEYWORDS = ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing")
 
 
 def _code(pair: tuple[str, str]) -> hd.sr.CodedConcept:
@@ -105,12 +115,8 @@ def write_dicom_seg(
     source: Volume,
     path: str | os.PathLike[str],
     *,
+    info: SeriesInfo | None = None,
     segmentation_type: str = "binary",
-    algorithm_name: str = "medseg",
-    algorithm_version: str = "0",
-    series_description: str = "medseg segmentation",
-    series_number: int = 901,
-    manufacturer: str = "medseg",
     overwrite: bool = False,
 ) -> Path:
     """Write ``labels`` as a DICOM Segmentation referencing the ``source`` series.
@@ -124,13 +130,14 @@ def write_dicom_seg(
         study attributes are read from ``source.source.files``, headers only).
     path
         Output ``.dcm`` file; written atomically.
+    info
+        The new series: description (default ``"medseg segmentation"``), number (default 901),
+        Series Instance UID (default new), manufacturer, and the algorithm name and version
+        written to each segment's AlgorithmIdentificationSequence, as Manufacturer's Model Name
+        and as Software Versions. Its patient/study fields must be ``None``.
     segmentation_type
         ``"binary"`` (default: one bit-packed frame per non-empty slice and segment) or
         ``"labelmap"`` (DICOM 2024 LABELMAP: one 8/16-bit frame per non-empty slice).
-    algorithm_name, algorithm_version
-        Written to each segment's AlgorithmIdentificationSequence and as SoftwareVersions.
-    series_description, series_number, manufacturer
-        Attributes of the new series.
     overwrite
         Replace an existing file.
 
@@ -138,13 +145,22 @@ def write_dicom_seg(
     -------
     Path
         The file written.
+
+    Raises
+    ------
+    ExportError
+        Among others: a value copied from the source (patient, study) that is not valid for its
+        VR (length, character repertoire, format); nothing is written then.
     """
     kind = _SEG_TYPES.get(segmentation_type.lower())
     if kind is None:
         raise ExportError(
             f"segmentation_type must be one of {sorted(_SEG_TYPES)}; got {segmentation_type!r}."
         )
-    ref = check_inputs(labels, source, "DICOM-SEG export")
+    what = "DICOM-SEG export"
+    info = resolve_series_info(info, what)
+    ref = check_inputs(labels, source, what)
+    check_label_names(labels.label_map, what)
     out = check_output(path, overwrite=overwrite)
     arr = np.asarray(labels.array)
     present = _present_ids(arr)
@@ -157,35 +173,44 @@ def write_dicom_seg(
             "DICOM-SEG export: the label map is empty (no voxel has a label); a SEG needs at "
             "least one segment."
         )
+    source_images = read_source_headers(ref, all_slices=True)
+    check_copied_values(source_images[0], PATIENT_STUDY_KEYWORDS, what)
+    for header in source_images:  # highdicom copies each image's position into its frames
+        check_copied_values(header, _GEOMETRY_KEYWORDS, what)
+    check_source_geometry(source, dict(enumerate(source_images)))
+    name, version = info.algorithm_name, info.algorithm_version
+    description = (
+        "medseg segmentation" if info.series_description is None else info.series_description
+    )
+    texts = [e.name[:64] for e in entries] + [description, info.manufacturer, name, version]
+    charset = output_character_set(source_images[0], texts)
     algorithm = hd.AlgorithmIdentificationSequence(
-        name=algorithm_name,
-        family=codes.cid7162.ArtificialIntelligence,
-        version=algorithm_version,
+        name=name, family=codes.cid7162.ArtificialIntelligence, version=version
     )
     descriptions = [label_entry_to_segment(e, n, algorithm) for n, e in enumerate(entries, 1)]
-    source_images = read_source_headers(ref, all_slices=True)
-    check_source_geometry(source, dict(enumerate(source_images)))
     pixels = _relabel(arr, [e.id for e in entries])
     seg = hd.seg.Segmentation(
         source_images=source_images,
         pixel_array=pixels,
         segmentation_type=kind,
         segment_descriptions=descriptions,
-        series_instance_uid=generate_uid(),
-        series_number=series_number,
+        series_instance_uid=info.series_instance_uid or generate_uid(),
+        series_number=901 if info.series_number is None else info.series_number,
         sop_instance_uid=generate_uid(),
         instance_number=1,
-        manufacturer=manufacturer,
-        manufacturer_model_name=algorithm_name,
-        software_versions=algorithm_version,
+        manufacturer=info.manufacturer,
+        manufacturer_model_name=name,
+        software_versions=version,
         device_serial_number="0",
-        series_description=series_description,
-        content_description=f"{algorithm_name} {algorithm_version}"[:64],
+        series_description=description,
+        content_description=f"{name} {version}"[:64],
         content_label="SEGMENTATION",
         content_creator_name=None,
         transfer_syntax_uid=ExplicitVRLittleEndian,
         omit_empty_frames=True,
+        specific_character_set=list(charset) if len(charset) > 1 else charset[0] or None,
     )
+    check_written_values(seg, source_images[0], what, skip=_LARGE_SEQUENCES)
     write_atomic(out, lambda tmp: seg.save_as(tmp, enforce_file_format=True))
     logger.info(
         "wrote %s SEG with %d segments and %d frames", kind, len(entries), seg.NumberOfFrames

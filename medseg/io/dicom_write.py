@@ -28,12 +28,20 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from medseg import __version__
 from medseg.errors import ExportError
+from medseg.io.dicom_values import value_problem
 from medseg.volume import Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SeriesInfo", "format_ds", "write_dicom_series"]
+__all__ = [
+    "PATIENT_STUDY_FIELDS",
+    "SeriesInfo",
+    "character_set_for",
+    "format_ds",
+    "write_dicom_series",
+]
 
 _SOP_CLASS = {"CT": CTImageStorage, "MR": MRImageStorage}
 
@@ -62,18 +70,106 @@ def format_ds(value: float, max_len: int = 16) -> str:
     raise ExportError(f"cannot fit {value!r} into a {max_len}-character decimal string.")
 
 
+#: SeriesInfo fields that name the patient and study: only for a new image series.
+PATIENT_STUDY_FIELDS = (
+    "patient_name",
+    "patient_id",
+    "study_instance_uid",
+    "frame_of_reference_uid",
+    "study_id",
+)
+_FIELD_VR = {
+    "series_description": ("SeriesDescription", "LO"),
+    "series_number": ("SeriesNumber", "IS"),
+    "series_instance_uid": ("SeriesInstanceUID", "UI"),
+    "manufacturer": ("Manufacturer", "LO"),
+    "algorithm_name": ("ManufacturerModelName", "LO"),
+    "algorithm_version": ("SoftwareVersions", "LO"),
+    "patient_name": ("PatientName", "PN"),
+    "patient_id": ("PatientID", "LO"),
+    "study_instance_uid": ("StudyInstanceUID", "UI"),
+    "frame_of_reference_uid": ("FrameOfReferenceUID", "UI"),
+    "study_id": ("StudyID", "SH"),
+}
+
+
 @dataclass(frozen=True)
 class SeriesInfo:
-    """Identifying attributes for a written series. Defaults are anonymous test values."""
+    """Attributes of a new series medseg writes: an image series, a DICOM-SEG or an RTSTRUCT.
 
-    patient_name: str = "Anonymous^Test"
-    patient_id: str = "MEDSEG0001"
-    study_instance_uid: str | None = None
+    ``None`` means the writer's default (a new UID; the description and number each writer
+    documents). Every value is checked against its DICOM VR when the object is made.
+
+    Parameters
+    ----------
+    series_description, series_number
+        Series Description (LO, ≤ 64 characters) and Series Number (IS).
+    series_instance_uid
+        Series Instance UID; new when ``None``.
+    manufacturer
+        Manufacturer (LO).
+    algorithm_name, algorithm_version
+        The software that made the content: Manufacturer's Model Name and Software Versions; in a
+        SEG also each segment's algorithm identification, in an RTSTRUCT each ROI's generation
+        description. ``algorithm_version`` defaults to medseg's version.
+    patient_name, patient_id, study_instance_uid, frame_of_reference_uid, study_id
+        Patient and study of a new image series (:func:`write_dicom_series`; anonymous test values
+        and new UIDs when ``None``). A SEG or RTSTRUCT copies them from its source series and
+        refuses a SeriesInfo that sets them.
+
+    Raises
+    ------
+    ExportError
+        A value that is not valid for its VR (too long, wrong characters, not a UID).
+
+    Examples
+    --------
+    >>> SeriesInfo(series_description="CT contours", algorithm_version="1.2").series_number is None
+    True
+    >>> SeriesInfo(series_description="x" * 65)
+    Traceback (most recent call last):
+    ...
+    medseg.errors.ExportError: SeriesInfo.series_description (SeriesDescription, VR LO): it is 65 \
+characters long (at most 64 for LO). Give a valid value.
+    """
+
+    series_description: str | None = None
+    series_number: int | None = None
     series_instance_uid: str | None = None
+    manufacturer: str = "medseg"
+    algorithm_name: str = "medseg"
+    algorithm_version: str = __version__
+    patient_name: str | None = None
+    patient_id: str | None = None
+    study_instance_uid: str | None = None
     frame_of_reference_uid: str | None = None
-    series_description: str = "medseg volume"
-    series_number: int = 1
-    study_id: str = "1"
+    study_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, (keyword, vr) in _FIELD_VR.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            problem = value_problem(vr, value, ("ISO_IR 192",))  # any Unicode text
+            if problem is None and vr == "UI" and not value:
+                problem = "it is empty"
+            if problem is not None:
+                raise ExportError(
+                    f"SeriesInfo.{name} ({keyword}, VR {vr}): {problem}. Give a valid value."
+                )
+
+    def patient_study_fields_set(self) -> list[str]:
+        """Names of the patient/study fields that are not ``None``."""
+        return [f for f in PATIENT_STUDY_FIELDS if getattr(self, f) is not None]
+
+
+def character_set_for(texts: list[str]) -> str | None:
+    """Specific Character Set for our own ``texts``: ``None`` (ASCII) or ``"ISO_IR 192"``.
+
+    >>> character_set_for(["Doe^John"]), character_set_for(["Müller^Hans"])
+    (None, 'ISO_IR 192')
+    """
+    return None if all(t.isascii() for t in texts) else "ISO_IR 192"
 
 
 def write_dicom_series(
@@ -109,6 +205,8 @@ def write_dicom_series(
     info = info or SeriesInfo()
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
+    texts = [v for v in (info.patient_name, info.series_description, info.manufacturer) if v]
+    charset = character_set_for(texts)
     study_uid = info.study_instance_uid or generate_uid()
     series_uid = info.series_instance_uid or generate_uid()
     for_uid = info.frame_of_reference_uid or generate_uid()
@@ -143,8 +241,10 @@ def write_dicom_series(
         ds.file_meta = meta
         ds.SOPClassUID = sop_class
         ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-        ds.PatientName = info.patient_name
-        ds.PatientID = info.patient_id
+        if charset is not None:
+            ds.SpecificCharacterSet = charset
+        ds.PatientName = "Anonymous^Test" if info.patient_name is None else info.patient_name
+        ds.PatientID = "MEDSEG0001" if info.patient_id is None else info.patient_id
         ds.PatientBirthDate = ""
         ds.PatientSex = ""
         ds.StudyInstanceUID = study_uid
@@ -157,13 +257,15 @@ def write_dicom_series(
         ds.ContentTime = ds.StudyTime
         ds.AccessionNumber = ""
         ds.ReferringPhysicianName = ""
-        ds.StudyID = info.study_id
-        ds.SeriesNumber = info.series_number
+        ds.StudyID = "1" if info.study_id is None else info.study_id
+        ds.SeriesNumber = 1 if info.series_number is None else info.series_number
         ds.InstanceNumber = k + 1
         ds.AcquisitionNumber = 1
         ds.Modality = modality
-        ds.Manufacturer = "medseg"
-        ds.SeriesDescription = info.series_description
+        ds.Manufacturer = info.manufacturer
+        ds.SeriesDescription = (
+            "medseg volume" if info.series_description is None else info.series_description
+        )
         ds.ImageType = ["DERIVED", "SECONDARY", "AXIAL"]
         ds.PatientPosition = "HFS"
         ds.ImagePositionPatient = [format_ds(v) for v in volume.world_coordinates([k, 0, 0])[0]]

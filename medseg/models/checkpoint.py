@@ -142,7 +142,7 @@ def _version() -> str:
         return "unknown"
 
 
-def save_checkpoint(
+def save_checkpoint(  # noqa: PLR0913 -- keyword-only; one argument per field of the format
     path: str | os.PathLike[str],
     model: nn.Module,
     *,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dicom_testdata import ORIENTATIONS, Exported, repaired_copy, synthetic_case
 
-from medseg.export import match_reference_grid, write_dicom_seg, write_rtstruct
+from medseg.export import SeriesInfo, match_reference_grid, write_dicom_seg, write_rtstruct
 from medseg.io import load_labels, load_volume
 from medseg.volume import LabelMap, LabelVolume, Volume
 
@@ -25,9 +25,10 @@ TOTALSEG_NAMES = {
 
 
 def _export(folder: Path, reference: Volume, labels: LabelVolume, out: Path) -> Exported:
-    seg = write_dicom_seg(labels, reference, out / "seg.dcm", algorithm_version="1.2.3")
+    info = SeriesInfo(algorithm_version="1.2.3")
+    seg = write_dicom_seg(labels, reference, out / "seg.dcm", info=info)
     segl = write_dicom_seg(labels, reference, out / "seg_lm.dcm", segmentation_type="labelmap")
-    rt = write_rtstruct(labels, reference, out / "rtstruct.dcm", algorithm_version="1.2.3")
+    rt = write_rtstruct(labels, reference, out / "rtstruct.dcm", info=info)
     return Exported(folder, reference, labels, seg, segl, rt)
 
 

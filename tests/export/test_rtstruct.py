@@ -14,9 +14,9 @@ from dicom_testdata import PATIENT_STUDY, RT_REQUIRED, Exported, centroid_mm, dc
 
 from medseg.errors import ExportError
 from medseg.export import write_rtstruct
-from medseg.raster import mask_to_contours
 from medseg.io import load_labels, save_volume
 from medseg.io.image_files import read_image_file
+from medseg.raster import mask_to_contours
 from medseg.volume import LabelMap, LabelVolume, Volume
 
 
