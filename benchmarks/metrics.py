@@ -5,15 +5,28 @@ each time, the ratios, and the largest value difference against each peer.
 
     .venv/bin/python benchmarks/metrics.py            # everything (MONAI takes minutes)
     .venv/bin/python benchmarks/metrics.py --no-monai
+    .venv/bin/python benchmarks/metrics.py --only-end-to-end
 
-Masks are read before timing starts; every tool gets the same boolean arrays. MONAI gets the
-full masks as (1, 1, Z, Y, X) tensors, as a user would call it (it crops internally).
+Metric cores: masks are read before timing starts; every tool gets the same boolean arrays.
+MONAI gets the full masks as (1, 1, Z, Y, X) tensors, as a user would call it (it crops
+internally).
+
+End to end: ``medseg evaluate radiographer/ oncologist/ --json OUT`` run as a fresh process
+(interpreter start, imports, reading the 168 NRRD masks, all metrics, JSON) against the peer
+in this process (SimpleITK ``ReadImage`` + ``GetArrayFromImage`` of both masks of each pair,
+then DeepMind's Dice, HD95, average surface distance and NSD@2mm). Every value of the CLI's JSON
+is checked against the peer's (equal to 1e-12; the exception would stop the benchmark).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -103,15 +116,97 @@ def max_diff(ours, theirs):
     return worst
 
 
+def run_cli_end_to_end(out_json: Path) -> float:
+    """Wall time of ``medseg evaluate`` on the two annotator folders, as a new process."""
+    cmd = [
+        sys.executable, "-m", "medseg", "-q", "evaluate", str(ROOT / "radiographer"),
+        str(ROOT / "oncologist"), "--json", str(out_json), "--overwrite",
+    ]  # fmt: skip
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
+def run_peer_end_to_end():
+    """SimpleITK reading + DeepMind surface-distance on every pair, values per (case, organ)."""
+    import SimpleITK as sitk
+    import surface_distance as dm
+
+    def read(path):
+        image = sitk.ReadImage(str(path))
+        sp = image.GetSpacing()
+        return sitk.GetArrayFromImage(image).astype(bool), (sp[2], sp[1], sp[0])
+
+    out = {}
+    t0 = time.perf_counter()
+    for case in CASES:
+        folder = ROOT / "oncologist" / case / "segmentations"
+        for ref_file in sorted(folder.glob("*.nrrd")):
+            organ = ref_file.name[: -len(".nrrd")]
+            ref, spacing = read(ref_file)
+            pred, _ = read(ROOT / "radiographer" / case / "segmentations" / ref_file.name)
+            # DeepMind's Dice returns np.NaN (gone in numpy 2) when both masks are empty
+            both_empty = not ref.any() and not pred.any()
+            values = {"dice": math.nan if both_empty else dm.compute_dice_coefficient(ref, pred)}
+            if ref.any() and pred.any():  # surface-distance 0.1 crashes on an empty mask
+                s = dm.compute_surface_distances(ref, pred, spacing)
+                a_gp, a_pg = dm.compute_average_surface_distance(s)
+                values.update(
+                    hd95=dm.compute_robust_hausdorff(s, 95),
+                    masd=0.5 * (a_gp + a_pg),
+                    nsd=dm.compute_surface_dice_at_tolerance(s, 2.0),
+                )
+            out[(case, organ)] = values
+    return time.perf_counter() - t0, out
+
+
+def compare_end_to_end(doc, peer) -> tuple[int, float]:
+    """Check every CLI value against the peer's; returns (values compared, largest difference)."""
+    ours = {(c["case"], n): v for c in doc["cases"] for n, v in c["labels"].items()}
+    if set(ours) != set(peer):
+        raise AssertionError(f"different (case, organ) sets: {sorted(set(ours) ^ set(peer))}")
+    n, worst = 0, 0.0
+    for key, theirs in peer.items():
+        for metric, value in theirs.items():
+            if metric == "dice" and math.isnan(value):
+                continue  # both empty: DeepMind says NaN, medseg states its rule (1.0)
+            diff = abs(float(ours[key][metric]) - float(value))
+            if diff > 1e-12:
+                raise AssertionError(f"{key} {metric}: medseg {ours[key][metric]}, peer {value}")
+            n, worst = n + 1, max(worst, diff)
+    return n, worst
+
+
+def end_to_end(repeats: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        out_json = Path(tmp) / "metrics.json"
+        t_cli, t_peer, peer = math.inf, math.inf, {}
+        for _ in range(repeats):  # interleaved, best of each
+            t_cli = min(t_cli, run_cli_end_to_end(out_json))
+            t, peer = run_peer_end_to_end()
+            t_peer = min(t_peer, t)
+        n, worst = compare_end_to_end(json.loads(out_json.read_text()), peer)
+    print(f"end to end, 84 pairs (best of {repeats}):")
+    print(f"  medseg evaluate (new process, read + all metrics + JSON): {t_cli:8.2f} s")
+    print(f"  SimpleITK read + DeepMind surface-distance (in process): {t_peer:8.2f} s")
+    print(f"  ratio peer / medseg evaluate:                           {t_peer / t_cli:8.1f} x")
+    print(f"  {n} values (Dice, HD95, MASD, NSD) equal; largest difference {worst:.1e}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--no-monai", action="store_true")
+    parser.add_argument("--only-end-to-end", action="store_true")
+    parser.add_argument("--repeats", type=int, default=1, help="end-to-end repeats (best of)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     warnings.filterwarnings("ignore")
     import torch
 
     torch.set_num_threads(1)
+    end_to_end(args.repeats)
+    if args.only_end_to_end:
+        return
     all_pairs, pairs, sets = load_pairs()
     n_vox = sum(int(p[2].size) for p in pairs)
     print(
