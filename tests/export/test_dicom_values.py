@@ -303,3 +303,24 @@ def test_element_problems_walks_sequences() -> None:
             "it is 17 characters long (at most 16 for SH)",
         )
     ]
+
+
+def test_export_command_refuses_with_a_message_not_a_traceback(
+    shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from medseg.cli import main
+    from medseg.io import save_labels
+
+    _, labels = _case(shared_data, tmp_path / "ct", REFUSED["name_10000_chars"][0])
+    labels_path = save_labels(labels, tmp_path / "labels.nii.gz")
+    base = ["export", str(labels_path), "--reference", str(tmp_path / "ct")]
+    for fmt in ("seg", "rtstruct"):
+        assert main([*base, "--format", fmt, "-o", str(tmp_path / f"{fmt}.dcm")]) == 2
+        err = capsys.readouterr().err
+        assert "PatientName (0010,0010)" in err and "10000 characters" in err
+        assert "Traceback" not in err
+    bad_name = ["--algorithm-name", "a\\b", "--format", "seg", "-o", str(tmp_path / "x.dcm")]
+    assert main([*base, *bad_name]) == 2
+    err = capsys.readouterr().err
+    assert "SeriesInfo.algorithm_name" in err and "backslash" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct", "labels.json", "labels.nii.gz"]
