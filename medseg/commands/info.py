@@ -78,8 +78,10 @@ def _volume_info(path: Path, kind: str) -> dict[str, Any]:
 def describe(path: Path) -> dict[str, Any]:
     """The information ``medseg info`` prints, as a JSON-friendly dict."""
     from medseg.io import detect_path_kind
-    from medseg.io.dicom_scan import contains_dicom
+    from medseg.io.dicom_scan import check_readable, contains_dicom
 
+    if path.is_dir():
+        check_readable(path)  # an unreadable folder is an InputError, not a PermissionError
     if path.is_dir() and not (path / "ct.csv").is_file() and contains_dicom(path):
         return _dicom_info(path)  # DICOM wins over label files lying beside it
     kind = detect_path_kind(path)

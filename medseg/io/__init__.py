@@ -39,8 +39,15 @@ def detect_path_kind(path: str | os.PathLike[str]) -> str:
     ``"metaimage"``, ``"dicom"`` (one file) or raises :class:`InputError`.
     """
     p = Path(path)
-    if not p.exists():
+    from medseg.io.dicom_scan import check_readable, unreadable
+
+    try:
+        exists = p.exists()
+    except OSError as exc:  # a folder above it cannot be searched
+        raise unreadable(p.parent, exc) from exc
+    if not exists:
         raise InputError(f"{p}: no such file or folder.")
+    check_readable(p)
     if p.is_dir():
         from medseg.io.openkbp import is_openkbp_folder
 

@@ -35,6 +35,7 @@ __all__ = [
     "InstanceHeader",
     "SeriesGroup",
     "UnreadablePathError",
+    "check_readable",
     "contains_dicom",
     "group_series",
     "read_instance_header",
@@ -287,6 +288,19 @@ def unreadable(path: str | os.PathLike[str], exc: OSError) -> UnreadablePathErro
             f"(e.g. chmod -R u+rX '{path}') or copy the data somewhere readable."
         )
     return UnreadablePathError(f"{path}: cannot read this {what} ({exc.strerror or exc}).")
+
+
+def check_readable(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`UnreadablePathError` if ``path`` (file or folder) cannot be opened/listed."""
+    try:
+        if os.path.isdir(path):
+            with os.scandir(path):
+                pass
+        else:
+            with open(path, "rb"):
+                pass
+    except OSError as exc:
+        raise unreadable(path, exc) from exc
 
 
 def _sniff(path: str) -> str:

@@ -37,6 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from medseg.errors import InputError
+from medseg.io.grid_limits import check_grid
 from medseg.volume import LabelMap, LabelVolume, Volume, affine_from_geometry
 
 logger = logging.getLogger(__name__)
@@ -198,6 +199,7 @@ def _to_medseg(raw: npt.NDArray[Any]) -> npt.NDArray[Any]:
 
 def _affine(folder: Path) -> npt.NDArray[np.float64]:
     s0, s1, s2 = _spacing(folder)
+    check_grid(GRID_SHAPE, (s2, s0, s1), f"{folder} (voxel_dimensions)")
     # slice axis (raw axis 2 reversed) → +z (S), rows (raw 0) → +y (P), columns (raw 1) → +x (L)
     return affine_from_geometry((s2, s0, s1))
 
