@@ -170,3 +170,36 @@ def test_rtstruct_needs_a_reference_and_non_label_dicom_is_refused(
         load_labels(shared_data / "dicompyler_breast_rtstruct" / "rtss.dcm")
     with pytest.raises(InputError, match="not a label object"):
         load_dicom_labels(shared_data / "dicompyler_breast_rtstruct" / "rtplan.dcm")
+
+
+def test_rtstruct_partly_outside_the_reference_gives_one_warning_per_roi_and_reason(
+    shared_data: Path, breast_grid: Volume
+) -> None:
+    """The lower half of the breast grid: contours above it are summarised, not listed."""
+    top_half = Volume(breast_grid.array[:49], breast_grid.affine, modality="CT")
+    path = shared_data / "dicompyler_breast_rtstruct" / "rtss.dcm"
+    _grid, structures, warnings = load_dicom_masks(path, top_half)
+    outside = [w for w in warnings if "lies outside the reference volume" in w]
+    assert outside and len(warnings) <= 2 * len(BREAST_ROIS)  # not one line per slice
+    body = next(w for w in outside if w.startswith("BODY:"))
+    assert "skipped (slice indices 49.00 to" in body and "slices 0 to 48" in body
+    full = {s.entry.name: s for s in load_dicom_masks(path, breast_grid)[1]}
+    for s in structures:  # what lies inside is placed exactly as on the full grid
+        np.testing.assert_array_equal(s.mask, full[s.entry.name].mask[:49])
+
+
+def test_rtstruct_of_another_patient_is_one_geometry_error(
+    shared_data: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from medseg.errors import GeometryError
+    from medseg.io.mask_folder import read_mask_folder
+
+    head = read_mask_folder(
+        shared_data / "deepmind_hn_oar_masks" / "test" / "oncologist" / "0522c0017"
+    )
+    with caplog.at_level("WARNING"), pytest.raises(GeometryError) as exc:
+        load_dicom_masks(shared_data / "dicompyler_breast_rtstruct" / "rtss.dcm", head.grid)
+    msg = str(exc.value)
+    assert "none of the RTSTRUCT's 441 contours lies on a slice of the reference image" in msg
+    assert "-1178.0" in msg and "another patient" in msg
+    assert caplog.records == []  # no warning flood before the error
