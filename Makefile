@@ -13,7 +13,6 @@ CACHE_DIR ?= $(HOME)/.cache/medseg
 VENV_CACHE := $(CACHE_DIR)/venv-$(SPEC_HASH)
 VENV := .venv
 BIN := $(VENV)/bin
-DEBIAN_PKGS := dicom3tools plastimatch dcmtk
 PYTEST_ARGS ?=
 
 .PHONY: test demo env system-deps lint typecheck bench clean-env
@@ -21,16 +20,20 @@ PYTEST_ARGS ?=
 env:
 	@bash tools/bootstrap_env.sh "$(PYTHON)" "$(VENV_CACHE)" "$(VENV)"
 
-# Debian tools the tests use as independent oracles (DICOM validator, RTSTRUCT reader).
-# Installed when running as root; otherwise the tests that need them report how to install them.
+# Debian programs the tests use: independent oracles (dciodvfy, plastimatch, dcmtk's
+# dcmdump/echoscu/storescu), a real PACS for the DICOM node's tests (orthanc) and a real browser
+# for the QA report's tests (chromium + chromium-driver). Installed when running as root;
+# otherwise the tests that need them say how to install them. The tests start and stop the
+# services themselves (the Debian packages' own services are not used).
+DEBIAN_PKGS := dicom3tools plastimatch dcmtk orthanc chromium chromium-driver
+DEBIAN_BINS := dciodvfy plastimatch dcmdump Orthanc chromium chromedriver
 system-deps:
-	@missing=""; \
-	command -v dciodvfy >/dev/null || missing="$$missing dicom3tools"; \
-	command -v plastimatch >/dev/null || missing="$$missing plastimatch"; \
-	command -v dcmdump >/dev/null || missing="$$missing dcmtk"; \
+	@missing=""; set -- $(DEBIAN_PKGS); for bin in $(DEBIAN_BINS); do \
+	  command -v $$bin >/dev/null || missing="$$missing $$1"; shift; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
 	    (apt-get install -y -q --no-install-recommends $$missing >/dev/null 2>&1 || \
 	     (apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $$missing >/dev/null)); \
 	  else echo "not root: cannot install$$missing (sudo make system-deps)"; fi; \

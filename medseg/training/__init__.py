@@ -8,23 +8,25 @@ from __future__ import annotations
 
 from medseg.training.config import (
     DataConfig,
+    LossConfig,
     ModelConfig,
     OptimConfig,
     SRMConfig,
     TrainConfig,
     load_train_config,
 )
-from medseg.training.loop import TrainResult, dice_per_label, select_device, train
+from medseg.training.loop import TrainResult, train
+from medseg.training.losses import PartialLabelLoss
 
 __all__ = [
     "DataConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
+    "PartialLabelLoss",
     "SRMConfig",
     "TrainConfig",
     "TrainResult",
-    "dice_per_label",
     "load_train_config",
-    "select_device",
     "train",
 ]

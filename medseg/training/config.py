@@ -22,6 +22,7 @@ from medseg.preprocess import PreprocessingSpec
 
 __all__ = [
     "DataConfig",
+    "LossConfig",
     "ModelConfig",
     "OptimConfig",
     "SRMConfig",
@@ -34,22 +35,68 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Which cases to train and validate on.
+    """Which cases to train and validate on, and which of their labels can be trusted.
 
-    ``root`` holds one OpenKBP patient folder per case. Cases are sorted, shuffled with
-    ``split_seed`` and dealt into ``folds`` folds (case ``i`` of the shuffled list goes to fold
-    ``i % folds``); fold ``fold`` validates, the rest train. ``fold: null`` trains on all cases
-    without validation. ``max_cases`` keeps only the first cases (smoke tests).
+    ``root`` holds one OpenKBP patient folder per case (``ct.csv`` or ``ct.csv.gz``);
+    ``extra_roots`` adds more folders of patients (names must be unique over all roots).
+    Validation: ``val_cases`` names a fixed validation set (kept out of training whatever the
+    fold); otherwise cases are sorted, shuffled with ``split_seed`` and dealt into ``folds``
+    folds (case ``i`` of the shuffled list goes to fold ``i % folds``), fold ``fold`` validates
+    and the rest train; ``fold: null`` trains on all cases without validation. ``max_cases``
+    keeps only the first cases (smoke tests).
+
+    Label availability (partially contoured patients): a patient *has* an organ when its file
+    is present (``availability: files``), or per a CSV (``availability: PATH``) with a
+    ``patient`` column and one 0/1 column per organ (like OpenKBP-partial's ``oars.csv``).
+    An organ a patient does not have was *not contoured*; :class:`LossConfig` says how
+    training treats it.
     """
 
     root: str = ""
+    extra_roots: tuple[str, ...] = ()
     labels: tuple[str, ...] = OPENKBP_OARS
     folds: int = 5
     fold: int | None = 0
     split_seed: int = 0
+    val_cases: tuple[str, ...] = ()
     max_cases: int | None = None
+    availability: str = "files"
+    cache_dir: str = ""
     body_threshold_hu: float = -500.0
     body_margin: int = 4
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        """``root`` then ``extra_roots``."""
+        return (self.root, *self.extra_roots)
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Segmentation loss.
+
+    ``partial``: how an organ a patient has no contour for is treated.
+
+    - ``"marginal"`` (default): the marginal loss of Shi et al. 2021 (Medical Image Analysis
+      70:101979): for that patient the probabilities of its uncontoured organs are merged into
+      background before Dice and cross-entropy, so the network is never taught "background"
+      where an uncontoured organ may lie; complete patients get plain Dice + CE.
+    - ``"ignore"``: treat missing contours as background (the naive baseline; wrong for
+      partial data, kept for comparison).
+
+    ``exclusion_weight``: weight of Shi et al.'s exclusion loss (the soft Dice between an
+    uncontoured organ's probability and the union of the patient's contoured organs: organs do
+    not overlap, so what is known to be another organ cannot be this one); 0 turns it off.
+    """
+
+    partial: str = "marginal"
+    exclusion_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.partial not in ("marginal", "ignore"):
+            raise ConfigError(f"loss.partial must be marginal or ignore; got {self.partial!r}.")
+        if self.exclusion_weight < 0:
+            raise ConfigError(f"loss.exclusion_weight must be ≥ 0; got {self.exclusion_weight}.")
 
 
 @dataclass(frozen=True)
@@ -112,6 +159,7 @@ class TrainConfig:
     model: ModelConfig
     optim: OptimConfig
     srm: SRMConfig | None = None
+    loss: LossConfig = field(default_factory=LossConfig)
     seed: int = 0
     device: str = "auto"
     num_threads: int | None = None
@@ -177,9 +225,23 @@ def load_train_config(
             raise ConfigError(f"{p}: missing required key {required!r}.")
     base = p.resolve().parent
     data = _build(DataConfig, raw["data"], f"{p}: data")
-    data = dataclasses.replace(data, root=_resolve(base, data.root))
-    if not data.root or not Path(data.root).is_dir():
-        raise ConfigError(f"{p}: data.root {data.root!r} is not a folder.")
+    data = dataclasses.replace(
+        data,
+        root=_resolve(base, data.root),
+        extra_roots=tuple(_resolve(base, r) for r in data.extra_roots),
+        availability=(
+            data.availability if data.availability == "files" else _resolve(base, data.availability)
+        ),
+        cache_dir=_resolve(base, data.cache_dir),
+    )
+    for root in data.roots:
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"{p}: data root {root!r} is not a folder.")
+    if data.availability != "files" and not Path(data.availability).is_file():
+        raise ConfigError(
+            f"{p}: data.availability must be 'files' or a CSV file; {data.availability!r} is "
+            "neither."
+        )
     if data.fold is not None and not 0 <= data.fold < data.folds:
         raise ConfigError(f"{p}: data.fold must be in 0..{data.folds - 1} or null.")
     fold_tag = "all" if data.fold is None else str(data.fold)
@@ -202,6 +264,7 @@ def load_train_config(
         model=_build(ModelConfig, raw.get("model"), f"{p}: model"),
         optim=_build(OptimConfig, raw.get("optim"), f"{p}: optim"),
         srm=srm,
+        loss=_build(LossConfig, raw.get("loss"), f"{p}: loss"),
         seed=int(raw.get("seed", 0)),
         device=str(raw.get("device", "auto")),
         num_threads=raw.get("num_threads"),

@@ -9,8 +9,12 @@ needs.
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
 import logging
 from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +22,25 @@ import numpy as np
 from monai.transforms import MapTransform
 
 from medseg.errors import ConfigError
-from medseg.io.openkbp import load_openkbp_ct, load_openkbp_labels
+from medseg.io.atomic import write_atomic
+from medseg.io.openkbp import (
+    is_openkbp_folder,
+    load_openkbp_ct,
+    load_openkbp_labels,
+    openkbp_available_labels,
+)
 from medseg.preprocess import PreprocessingSpec, apply_spec, body_bounding_box, crop, normalise_hu
 from medseg.training.config import DataConfig, OptimConfig
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "Case",
     "LoadOpenKBPd",
     "PrepareCased",
+    "availability_vector",
     "deterministic_transforms",
+    "discover_cases",
     "label_only_transforms",
     "list_cases",
     "random_transforms",
@@ -36,15 +49,94 @@ __all__ = [
 
 
 def list_cases(root: str | Path) -> list[str]:
-    """Sorted names of OpenKBP patient folders (with ``ct.csv``) under ``root``."""
-    cases = sorted(p.name for p in Path(root).iterdir() if (p / "ct.csv").is_file())
+    """Sorted names of OpenKBP patient folders (with ``ct.csv`` or ``ct.csv.gz``) under ``root``."""
+    cases = sorted(p.name for p in Path(root).iterdir() if is_openkbp_folder(p))
     if not cases:
         raise ConfigError(f"{root}: no OpenKBP patient folders (with ct.csv) found.")
     return cases
 
 
+@dataclass(frozen=True)
+class Case:
+    """One training patient: its name, folder and the organs it has contours for."""
+
+    id: str
+    folder: str
+    available: tuple[str, ...]
+
+
+def _csv_availability(path: str, labels: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "patient" not in rows[0]:
+        raise ConfigError(f"{path}: availability CSV needs a 'patient' column and 0/1 columns.")
+    missing = [n for n in labels if n not in rows[0]]
+    out = {}
+    for row in rows:
+        values = {n: str(row.get(n, "")).strip() for n in labels}
+        bad = {n: v for n, v in values.items() if n not in missing and v not in ("0", "1")}
+        if bad:
+            raise ConfigError(f"{path}: patient {row['patient']}: values must be 0 or 1; {bad}.")
+        out[row["patient"]] = tuple(n for n in labels if values.get(n) == "1")
+    return out
+
+
+def discover_cases(data: DataConfig) -> list[Case]:
+    """Every patient under ``data.roots`` with the organs it has contours for.
+
+    Availability comes from the files present (``data.availability == "files"``) or from a
+    CSV; a CSV that claims an organ whose file is missing is an error (it would teach the
+    network that the organ is absent).
+
+    Raises
+    ------
+    ConfigError
+        No patients, the same patient name under two roots, or CSV/file disagreement.
+    """
+    from_csv = (
+        None if data.availability == "files" else _csv_availability(data.availability, data.labels)
+    )
+    cases: dict[str, Case] = {}
+    for root in data.roots:
+        for name in list_cases(root):
+            folder = str(Path(root) / name)
+            if name in cases:
+                raise ConfigError(
+                    f"patient {name} is in two data roots ({cases[name].folder} and {folder}); "
+                    "patient names must be unique over data.root and data.extra_roots."
+                )
+            present = openkbp_available_labels(folder, data.labels)
+            available = present
+            if from_csv is not None and name in from_csv:
+                available = from_csv[name]
+                claimed = sorted(set(available) - set(present))
+                if claimed:
+                    raise ConfigError(
+                        f"{data.availability}: patient {name} is listed with {claimed} but "
+                        f"{folder} has no file for them; fix the CSV."
+                    )
+            cases[name] = Case(name, folder, available)
+    if not cases:
+        raise ConfigError(f"no patients under {', '.join(data.roots)}.")
+    return [cases[k] for k in sorted(cases)]
+
+
+def availability_vector(case: Case, labels: Sequence[str]) -> np.ndarray:
+    """``(K + 1,)`` bool: background (always) and, per label, whether ``case`` has it.
+
+    Examples
+    --------
+    >>> availability_vector(Case("pt_1", "/x", ("B",)), ["A", "B"]).tolist()
+    [True, False, True]
+    """
+    return np.array([True, *(n in case.available for n in labels)], dtype=bool)
+
+
 def split_cases(cases: Sequence[str], data: DataConfig) -> tuple[list[str], list[str]]:
-    """(train, validation) case names for ``data.fold`` (see :class:`DataConfig`).
+    """(train, validation) case names (see :class:`DataConfig`).
+
+    With ``data.val_cases`` those cases validate and every other case trains (a fixed
+    validation set); otherwise fold ``data.fold`` of ``data.folds`` validates.
 
     Examples
     --------
@@ -52,8 +144,19 @@ def split_cases(cases: Sequence[str], data: DataConfig) -> tuple[list[str], list
     >>> tr, va = split_cases([f"pt_{i}" for i in range(10)], DataConfig(folds=5, fold=0))
     >>> len(tr), len(va), sorted(set(tr) & set(va))
     (8, 2, [])
+    >>> split_cases(["a", "b", "c"], DataConfig(val_cases=("b",)))
+    (['a', 'c'], ['b'])
     """
     ordered = sorted(cases)
+    if data.val_cases:
+        unknown = sorted(set(data.val_cases) - set(ordered))
+        if unknown:
+            raise ConfigError(f"data.val_cases {unknown} are not among the patients found.")
+        val = sorted(data.val_cases)
+        train = [c for c in ordered if c not in set(val)]
+        if data.max_cases:
+            train = train[: data.max_cases]
+        return train, val
     if data.max_cases:
         ordered = ordered[: data.max_cases]
     rng = np.random.default_rng(data.split_seed)
@@ -68,7 +171,12 @@ def split_cases(cases: Sequence[str], data: DataConfig) -> tuple[list[str], list
 
 
 class LoadOpenKBPd(MapTransform):
-    """``{"case": folder}`` → adds ``"ct"`` (Volume, HU) and ``"labels"`` (Volume of ids)."""
+    """``{"case": folder}`` → adds ``"ct"`` (Volume, HU) and ``"labels"`` (Volume of ids).
+
+    Label ids follow ``labels`` (id ``i + 1`` for ``labels[i]``); organs without a contour file
+    (partially contoured patients) stay empty without a warning: the loss knows which organs
+    each patient has (``"available"``).
+    """
 
     def __init__(self, labels: Sequence[str]) -> None:
         super().__init__(keys=("case",))
@@ -77,7 +185,15 @@ class LoadOpenKBPd(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         d["ct"] = load_openkbp_ct(d["case"])
-        d["labels"] = load_openkbp_labels(d["case"], self.labels).volume
+        present = openkbp_available_labels(d["case"], self.labels)
+        if not present:
+            d["labels"] = d["ct"].with_array(np.zeros(d["ct"].shape, np.uint8), modality="SEG")
+            return d
+        lv = load_openkbp_labels(d["case"], present)
+        lut = np.zeros(len(present) + 1, np.uint8)
+        for i, name in enumerate(present, start=1):
+            lut[i] = self.labels.index(name) + 1
+        d["labels"] = lv.volume.with_array(lut[lv.volume.array])
         return d
 
 
@@ -101,6 +217,7 @@ class PrepareCased(MapTransform):
         d["image"] = normalise_hu(ct.array, self.spec.window_hu)[None]
         d["label"] = lab.array.astype(np.uint8)[None]
         d["affine"] = ct.affine
+        d["hu"] = ct.array
         return d
 
 
@@ -148,9 +265,56 @@ def label_only_transforms(
     ]
 
 
+class CachedPreparedd(MapTransform):
+    """Load + prepare a case (:class:`LoadOpenKBPd` then :class:`PrepareCased`), with a disk cache.
+
+    The prepared arrays (HU rounded to int16 on the model grid, labels uint8) are stored in
+    ``cache_dir`` as ``<case>-<key>.npz``, the key hashing the case folder, the label names and
+    the preprocessing, so a later run (or a resumed one) skips parsing the CSVs. No cache
+    when ``cache_dir`` is empty.
+    """
+
+    def __init__(self, data: DataConfig, spec: PreprocessingSpec) -> None:
+        super().__init__(keys=("case",))
+        self.load = LoadOpenKBPd(data.labels)
+        self.prepare = PrepareCased(spec, data.body_threshold_hu, data.body_margin)
+        self.spec = spec
+        self.cache_dir = Path(data.cache_dir) if data.cache_dir else None
+        self.key_base = json.dumps(
+            [list(data.labels), spec.to_json(), data.body_threshold_hu, data.body_margin],
+            sort_keys=True,
+        )
+
+    def _path(self, case: str) -> Path | None:
+        if self.cache_dir is None:
+            return None
+        digest = hashlib.sha256(f"{Path(case).resolve()}|{self.key_base}".encode()).hexdigest()
+        return self.cache_dir / f"{Path(case).name}-{digest[:16]}.npz"
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        path = self._path(d["case"])
+        if path is not None and path.is_file():
+            with np.load(path) as z:
+                hu, label, affine = z["hu"], z["label"], z["affine"]
+        else:
+            d = self.prepare(self.load(d))
+            hu = np.rint(d.pop("hu")).astype(np.int16)
+            label, affine = d["label"][0], d["affine"]
+            if path is not None:
+                write_atomic(
+                    path, lambda tmp: np.savez_compressed(tmp, hu=hu, label=label, affine=affine)
+                )
+        d["image"] = normalise_hu(hu.astype(np.float32), self.spec.window_hu)[None]
+        d["label"] = np.asarray(label, dtype=np.uint8)[None]
+        d["affine"] = affine
+        d.pop("hu", None)
+        return d
+
+
 def deterministic_transforms(data: DataConfig, spec: PreprocessingSpec) -> list[Any]:
-    """Cached part of the pipeline."""
-    return [LoadOpenKBPd(data.labels), PrepareCased(spec, data.body_threshold_hu, data.body_margin)]
+    """Cached part of the pipeline (on disk too when ``data.cache_dir`` is set)."""
+    return [CachedPreparedd(data, spec)]
 
 
 def random_transforms(spec: PreprocessingSpec, optim: OptimConfig) -> list[Any]:

@@ -1,10 +1,8 @@
 """Held-out evaluation of checkpoints on OpenKBP cases, on the *source* grid in mm.
 
-:func:`segment_volume` is a compact reference inference (reorient/resample with the checkpoint's
-PreprocessingSpec, body crop, Gaussian sliding window, probabilities resampled back to the
-source grid, argmax). The product inference with memory-bounded stitching and post-processing
-is :mod:`medseg.inference`; this one exists so that training results are measured the same way
-for every model of an ablation.
+Every figure goes through the shipped path: :class:`medseg.inference.Predictor` with an
+explicit :class:`~medseg.inference.InferenceConfig` (the default is what ``medseg segment``
+runs), so model-card numbers describe what users get.
 """
 
 from __future__ import annotations
@@ -23,16 +21,10 @@ from torch import nn
 
 from medseg.errors import ModelError
 from medseg.io.openkbp import load_openkbp_ct, load_openkbp_labels
-from medseg.models import CheckpointInfo, load_checkpoint
-from medseg.preprocess import (
-    PreprocessingSpec,
-    apply_spec,
-    body_bounding_box,
-    crop,
-    normalise_hu,
-    resample_to_grid,
-)
-from medseg.volume import LabelVolume, Volume
+from medseg.metrics import dice_per_label
+from medseg.models import load_checkpoint
+from medseg.preprocess import PreprocessingSpec
+from medseg.volume import LabelVolume
 
 logger = logging.getLogger(__name__)
 
@@ -40,44 +32,8 @@ __all__ = [
     "CaseScores",
     "evaluate_checkpoint",
     "reconstruction_dice",
-    "segment_volume",
     "srm_reconstruction_dice",
 ]
-
-
-def segment_volume(
-    model: nn.Module,
-    info: CheckpointInfo,
-    ct: Volume,
-    *,
-    device: str | torch.device = "cpu",
-    overlap: float = 0.25,
-) -> LabelVolume:
-    """Segment a CT (HU) with a loaded checkpoint; labels on ``ct``'s grid."""
-    from monai.inferers import sliding_window_inference
-
-    spec = info.preprocessing
-    v = apply_spec(ct, spec, order=1)
-    box = body_bounding_box(v, -500.0, margin=4)
-    c = crop(v, box)
-    x = torch.as_tensor(normalise_hu(c.array, spec.window_hu))[None, None].to(device)
-    with torch.no_grad():
-        logits = sliding_window_inference(
-            x, spec.roi_size, 2, model, overlap=overlap, mode="gaussian"
-        )
-        probs = torch.softmax(torch.as_tensor(logits).float(), dim=1)[0].cpu().numpy()
-    k = probs.shape[0]
-    full = np.zeros((k, *v.shape), np.float32)
-    full[0] = 1.0
-    full[(slice(None), *box)] = probs
-    back = np.stack(
-        [
-            resample_to_grid(Volume(full[i], v.affine), ct, order=1, fill_value=float(i == 0)).array
-            for i in range(k)
-        ]
-    )
-    labels = np.argmax(back, axis=0).astype(np.uint8)
-    return LabelVolume(ct.with_array(labels, modality="SEG", source=None), info.label_map)
 
 
 @dataclass(frozen=True)
@@ -96,37 +52,57 @@ def evaluate_checkpoint(
     case_folders: Sequence[str | os.PathLike[str]],
     *,
     device: str | torch.device = "cpu",
+    config: Any = None,
     largest_component: Sequence[bool] = (False,),
 ) -> list[CaseScores]:
-    """Segment each OpenKBP case and score it against its reference on the source grid.
+    """Segment each OpenKBP case with the shipped path and score it on the source grid.
 
+    Parameters
+    ----------
+    checkpoint
+        Shipped model name or ``.pt`` path.
+    case_folders
+        OpenKBP patient folders (every organ of the model contoured).
+    device
+        Where the network runs.
+    config
+        :class:`~medseg.inference.InferenceConfig`; default: the one ``medseg segment`` uses.
+    largest_component
+        Score each case once per value: ``True`` keeps only the largest connected component
+        of each label (:func:`medseg.inference.postprocessing.keep_largest_component`) on top
+        of the Predictor's own post-processing.
+
+    Notes
+    -----
     HD95 uses :func:`medseg.metrics.compute_metrics` (DeepMind surfel surface definition,
     max of the two directed 95th percentiles, in mm; an organ missed entirely gets the image
-    diagonal). Each case is segmented once and scored once per value of ``largest_component``
-    (``True``: keep only the largest connected component of each label,
-    :func:`medseg.inference.postprocessing.keep_largest_component`).
+    diagonal).
     """
+    from medseg.inference import InferenceConfig, Predictor
     from medseg.metrics import MetricsConfig, compute_metrics
 
-    model, info = load_checkpoint(checkpoint, device=device)
+    predictor = Predictor.from_checkpoint(
+        checkpoint, device=device, config=config or InferenceConfig()
+    )
+    names = list(predictor.label_map.names)
     out = []
     for folder in case_folders:
         t0 = time.monotonic()
         ct = load_openkbp_ct(folder)
-        raw = segment_volume(model, info, ct, device=device)
+        raw = predictor.predict(ct)
         seconds = time.monotonic() - t0
-        ref = load_openkbp_labels(folder, list(info.label_map.names))
+        ref = load_openkbp_labels(folder, names)
         for lcc in largest_component:
             pred = raw
             if lcc:
                 from medseg.inference.postprocessing import keep_largest_component
 
-                arr = keep_largest_component(raw.array)
+                arr = keep_largest_component(raw.volume.array)
                 pred = LabelVolume(raw.volume.with_array(arr), raw.label_map)
             res = compute_metrics(pred, ref, config=MetricsConfig(), case=Path(folder).name)
             dice: dict[str, float] = {}
             hd: dict[str, float] = {}
-            for name in info.label_map.names:
+            for name in names:
                 values: dict[str, Any] = dict(res.labels[_key(res.labels, name)].values)
                 dice[name] = float(values["dice"])
                 hd[name] = float(values["hd95"])
@@ -163,7 +139,6 @@ def reconstruction_dice(
     import torch.nn.functional as nnf
 
     from medseg.training.data import LoadLabelsOnlyd
-    from medseg.training.loop import dice_per_label
 
     k = len(label_names) + 1
     load = LoadLabelsOnlyd(label_names, spec, margin=16)

@@ -3,8 +3,11 @@
 ``train(config)`` runs: (stage 1, when ``config.srm`` is set and its checkpoint does not exist
 yet) train the shape autoencoder on ground-truth label patches; (stage 2) train the segmenter
 with :class:`~medseg.models.ShapeRegularizedLoss` (plain Dice + CE when there is no SRM).
-Every ``optim.val_every`` epochs the validation fold is segmented with a Gaussian sliding
-window; the best mean Dice is kept as ``best.pt``, the latest state as ``last.pt`` (resumable),
+Patients with only some organs contoured train with :class:`~medseg.training.losses.
+PartialLabelLoss` (``loss.partial``). Every ``optim.val_every`` epochs the validation patients
+are segmented on their own grid by :class:`~medseg.inference.Predictor` with the default
+:class:`~medseg.inference.InferenceConfig` (exactly what ``medseg segment`` runs) and scored with
+Dice; the best mean Dice is kept as ``best.pt``, the latest state as ``last.pt`` (resumable),
 with ``log.csv``, ``learning_curve.png``, ``config.json`` and ``cases.json`` beside them.
 """
 
@@ -28,24 +31,28 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from medseg.errors import ModelError
+from medseg.errors import ConfigError, ModelError
 from medseg.io.atomic import write_atomic
+from medseg.metrics import dice_per_label
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
 from medseg.runtime import autocast, autocast_dtype, select_device
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
+    Case,
+    availability_vector,
     deterministic_transforms,
+    discover_cases,
     label_only_transforms,
-    list_cases,
     random_transforms,
     split_cases,
 )
-from medseg.volume import LabelMap
+from medseg.training.losses import PartialLabelLoss
+from medseg.volume import LabelMap, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainResult", "dice_per_label", "select_device", "train"]
+__all__ = ["TrainResult", "train"]
 
 Progress = Callable[[int, int, dict[str, float]], None]
 
@@ -64,23 +71,6 @@ class TrainResult:
     stopped_early: bool
 
 
-def dice_per_label(pred: np.ndarray, gt: np.ndarray, label_ids: Sequence[int]) -> list[float]:
-    """Dice of each label id (NaN when both masks are empty).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> dice_per_label(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), [1, 2])
-    [0.6666666666666666, 0.6666666666666666]
-    """
-    out = []
-    for i in label_ids:
-        a, b = pred == i, gt == i
-        denom = int(a.sum() + b.sum())
-        out.append(float("nan") if denom == 0 else 2.0 * float((a & b).sum()) / denom)
-    return out
-
-
 def _seed_everything(seed: int) -> None:
     from monai.utils import set_determinism
 
@@ -90,24 +80,31 @@ def _seed_everything(seed: int) -> None:
     set_determinism(seed=seed)
 
 
-def _datasets(cfg: TrainConfig, train_cases: list[str], val_cases: list[str]) -> tuple[Any, Any]:
+def _datasets(
+    cfg: TrainConfig, train_cases: Sequence[Case], val_cases: Sequence[Case]
+) -> tuple[Any, list[tuple[str, Volume, LabelVolume]]]:
+    """Training dataset (cached, random patches) and the validation CTs on their own grids."""
     from monai.data import CacheDataset
     from monai.transforms import Compose
 
+    from medseg.io.openkbp import load_openkbp_ct, load_openkbp_labels
+
     det = deterministic_transforms(cfg.data, cfg.preprocessing)
-    root = Path(cfg.data.root)
-    train_items = [{"case": str(root / c), "id": c} for c in train_cases]
-    val_items = [{"case": str(root / c), "id": c} for c in val_cases]
+    labels = cfg.data.labels
+    train_items = [
+        {"case": c.folder, "id": c.id, "available": availability_vector(c, labels)}
+        for c in train_cases
+    ]
     train_ds = CacheDataset(
         train_items,
         Compose([*det, *random_transforms(cfg.preprocessing, cfg.optim)]),
         progress=False,
         num_workers=0,
     )
-    val_ds = (
-        CacheDataset(val_items, Compose(det), progress=False, num_workers=0) if val_items else None
-    )
-    return train_ds, val_ds
+    val = [
+        (c.id, load_openkbp_ct(c.folder), load_openkbp_labels(c.folder, labels)) for c in val_cases
+    ]
+    return train_ds, val
 
 
 def _loader(ds: Any, batch_size: int, seed: int) -> Any:
@@ -141,9 +138,8 @@ def _train_srm(
     from monai.losses import DiceCELoss
     from monai.transforms import Compose
 
-    root = Path(cfg.data.root)
     train_ds = CacheDataset(
-        [{"case": str(root / c)} for c in case_ids],
+        [{"case": c} for c in case_ids],
         Compose(label_only_transforms(cfg.data, cfg.preprocessing, cfg.optim)),
         progress=False,
         num_workers=0,
@@ -189,13 +185,8 @@ def _train_srm(
     if val_ids:
         from medseg.training.evaluate import reconstruction_dice
 
-        root = Path(cfg.data.root)
         metrics["val_recon_dice"] = reconstruction_dice(
-            model,
-            cfg.data.labels,
-            cfg.preprocessing,
-            [root / c for c in val_ids],
-            device=device,
+            model, cfg.data.labels, cfg.preprocessing, list(val_ids), device=device
         )
         logger.info(
             "SRM reconstruction Dice on %d held-out label maps: %s",
@@ -211,7 +202,7 @@ def _train_srm(
         preprocessing=cfg.preprocessing,
         config=cfg.to_dict(),
         metrics={**metrics, "history": rows},
-        case_ids=case_ids,
+        case_ids=[Path(c).name for c in case_ids],
     )
     logger.info("SRM saved to %s (%.0f s)", srm_cfg.checkpoint, metrics["train_s"])
 
@@ -229,25 +220,21 @@ def _load_srm(cfg: TrainConfig, k: int, device: torch.device) -> nn.Module:
 
 def _validate(
     model: nn.Module,
-    val_ds: Any,
+    val: Sequence[tuple[str, Volume, LabelVolume]],
     cfg: TrainConfig,
     device: torch.device,
-    k: int,
-    *,
-    amp_dtype: torch.dtype | None = None,
+    label_map: LabelMap,
 ) -> list[list[float]]:
-    from monai.inferers import sliding_window_inference
+    """Dice per organ of each validation patient, on its own grid, through the shipped path."""
+    from medseg.inference import InferenceConfig, Predictor
 
-    model.eval()
+    predictor = Predictor(
+        model, cfg.preprocessing, label_map, device=device, config=InferenceConfig()
+    )
     scores = []
-    with torch.no_grad(), autocast(device.type, amp_dtype):
-        for item in val_ds:
-            image = torch.as_tensor(item["image"])[None].to(device)
-            logits = sliding_window_inference(
-                image, cfg.preprocessing.roi_size, 2, model, overlap=0.25, mode="gaussian"
-            )
-            pred = torch.argmax(torch.as_tensor(logits), dim=1)[0].cpu().numpy()
-            scores.append(dice_per_label(pred, np.asarray(item["label"])[0], range(1, k)))
+    for _case, ct, ref in val:
+        pred = predictor.predict(ct)
+        scores.append(dice_per_label(pred.volume.array, ref.volume.array, label_map.ids))
     model.train()
     return scores
 
@@ -303,16 +290,44 @@ def train(
     logger.info("device %s, autocast %s", device, amp_dtype or "off (float32)")
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    train_cases, val_cases = split_cases(list_cases(cfg.data.root), cfg.data)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    (out / "cases.json").write_text(json.dumps({"train": train_cases, "val": val_cases}, indent=2))
-    label_map = LabelMap.from_names(list(cfg.data.labels))
+    by_id = {c.id: c for c in discover_cases(cfg.data)}
+    train_ids, val_ids = split_cases(list(by_id), cfg.data)
+    train_cases = [by_id[c] for c in train_ids]
+    val_cases = [by_id[c] for c in val_ids]
+    labels = tuple(cfg.data.labels)
+    partial = [c.id for c in train_cases if c.available != labels]
+    incomplete_val = [c.id for c in val_cases if c.available != labels]
+    if incomplete_val:
+        raise ConfigError(
+            f"validation patients {incomplete_val} lack contours of some organs; validate on "
+            "completely contoured patients (data.val_cases or another fold)."
+        )
+    write_atomic(out / "config.json", lambda t: t.write_text(json.dumps(cfg.to_dict(), indent=2)))
+    cases_json = {
+        "train": train_ids,
+        "val": val_ids,
+        "partial": {c.id: list(c.available) for c in train_cases if c.id in set(partial)},
+    }
+    write_atomic(out / "cases.json", lambda t: t.write_text(json.dumps(cases_json, indent=2)))
+    logger.info(
+        "%d training patients (%d partially contoured), %d validation",
+        len(train_cases),
+        len(partial),
+        len(val_cases),
+    )
+    label_map = LabelMap.from_names(list(labels))
     k = len(label_map) + 1
     if cfg.srm is not None and not Path(cfg.srm.checkpoint).is_file():
-        # stage 1 (labels only), before caching CTs
-        _train_srm(cfg, k, device, train_cases, val_cases)
+        # stage 1 (labels only, complete patients: the SRM learns whole organ sets)
+        complete = [c.folder for c in train_cases if c.available == labels]
+        _train_srm(cfg, k, device, complete, [c.folder for c in val_cases])
     t_load = time.monotonic()
     train_ds, val_ds = _datasets(cfg, train_cases, val_cases)
+    partial_loss = (
+        PartialLabelLoss(exclusion_weight=cfg.loss.exclusion_weight)
+        if cfg.loss.partial == "marginal"
+        else None
+    )
     logger.info(
         "cached %d+%d cases in %.0f s", len(train_cases), len(val_cases), time.monotonic() - t_load
     )
@@ -389,7 +404,7 @@ def train(
             preprocessing=cfg.preprocessing,
             config=cfg.to_dict(),
             metrics=metrics,
-            case_ids=train_cases,
+            case_ids=train_ids,
             training_state=state,
         )
 
@@ -402,9 +417,15 @@ def train(
         losses = []
         for batch in loader:
             image, label = batch["image"].to(device), batch["label"].to(device)
+            available = torch.as_tensor(batch["available"]).bool()
             with autocast(device.type, amp_dtype):
                 logits = model(image)
-            loss = loss_fn(logits.float(), label)
+            if partial_loss is not None and not bool(available.all()):
+                loss = partial_loss(logits.float(), label, available)
+                last_terms = partial_loss.last_terms
+            else:
+                loss = loss_fn(logits.float(), label)
+                last_terms = loss_fn.last_terms
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)
@@ -414,7 +435,7 @@ def train(
             clock["elapsed"] = elapsed
             sched.step()
             losses.append(float(loss.detach()))
-            for key, v in loss_fn.last_terms.items():
+            for key, v in last_terms.items():
                 terms.setdefault(key, []).append(v)
             elapsed = elapsed0 + time.monotonic() - t0
             if progress is not None:
@@ -430,8 +451,8 @@ def train(
             **{f"train_{key}": float(np.mean(v)) for key, v in terms.items()},
         }
         last_epoch = epoch == cfg.optim.epochs or stopped
-        if val_ds is not None and (epoch % cfg.optim.val_every == 0 or last_epoch):
-            scores = np.array(_validate(model, val_ds, cfg, device, k, amp_dtype=amp_dtype))
+        if val_ds and (epoch % cfg.optim.val_every == 0 or last_epoch):
+            scores = np.array(_validate(model, val_ds, cfg, device, label_map))
             per_label = np.nanmean(scores, axis=0)
             mean = float(np.nanmean(per_label))
             row["val_mean_dice"] = mean
@@ -468,7 +489,7 @@ def train(
                 "stopped after %.1f min (optim.max_minutes); resume with last.pt", elapsed / 60
             )
             break
-    if val_ds is None:
+    if not val_ds:
         save(out / "best.pt", False, {"epoch": epoch})
     return TrainResult(
         output_dir=out,
