@@ -60,10 +60,19 @@ def load_dicom_masks(
         in file order, and the messages about what was skipped or fixed.
     """
     p = Path(path)
+    if p.is_dir():
+        raise InputError(
+            f"{p}: a folder, not a DICOM-SEG or RTSTRUCT file; give the .dcm file itself (a "
+            "folder of per-organ masks needs <organ>.nrrd / .nii.gz files in it)."
+        )
     try:
         ds = pydicom.dcmread(p)
+    except PermissionError as exc:
+        raise InputError(f"{p}: permission denied; make the file readable.") from exc
+    except FileNotFoundError as exc:
+        raise InputError(f"{p}: no such file.") from exc
     except (OSError, pydicom.errors.InvalidDicomError) as exc:
-        raise InputError(f"{p}: cannot read as DICOM ({exc}).") from exc
+        raise InputError(f"{p}: not a readable DICOM file ({exc}).") from exc
     modality = str(ds.get("Modality", ""))
     if modality == "SEG":
         return read_seg_masks(ds, p, reference)

@@ -203,3 +203,12 @@ def test_rtstruct_of_another_patient_is_one_geometry_error(
     assert "none of the RTSTRUCT's 441 contours lies on a slice of the reference image" in msg
     assert "-1178.0" in msg and "another patient" in msg
     assert caplog.records == []  # no warning flood before the error
+
+
+def test_a_folder_or_a_non_dicom_file_is_named_in_words(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="a folder, not a DICOM-SEG or RTSTRUCT file"):
+        load_dicom_masks(tmp_path)
+    junk = tmp_path / "seg.dcm"
+    junk.write_bytes(b"no DICOM here" * 20)
+    with pytest.raises(InputError, match=r"seg\.dcm: not a readable DICOM file"):
+        load_dicom_masks(junk)
