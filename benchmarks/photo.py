@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchvision.models.detection import maskrcnn_resnet50_fpn
 
-from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model, prediction_defaults
+from medseg.photo.checkpoint import WEIGHTS_DIR, load_photo_model
 from medseg.photo.datasets import read_photo
 from medseg.photo.inference import predict_array
 
@@ -79,9 +79,10 @@ def main() -> None:
         if not (WEIGHTS_DIR / f"{name}.pt").is_file():
             print(f"{name}: not shipped, skipped")
             continue
-        model, spec, checkpoint = load_photo_model(name)
+        model, info = load_photo_model(name)
+        spec = info.spec
         sizes.add(spec.image_size)
-        settings = prediction_defaults(checkpoint)
+        settings = info.prediction_defaults()
         tag = "tta" if settings["tta"] else "no tta"
         results[f"{name} ({spec.architecture}, {spec.image_size}px, predict, {tag})"] = (
             seconds_per_prediction(model, array, args.repeats, settings=settings)

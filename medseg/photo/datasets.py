@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -139,12 +140,25 @@ def check_photo(path: str | Path) -> tuple[int, int]:
     return image.width, image.height
 
 
+def _pixels(image: Image.Image, band_rows: int = 1024) -> npt.NDArray[Any]:
+    """``image``'s pixels as an array, copied in bands of rows: a large photo is not held
+    three times over (``np.asarray`` goes through ``tobytes``, which joins a second copy)."""
+    if image.width * image.height <= 4_000_000:
+        return np.asarray(image)
+    first = np.asarray(image.crop((0, 0, image.width, 1)))
+    out = np.empty((image.height, *first.shape[1:]), dtype=first.dtype)
+    for top in range(0, image.height, band_rows):
+        bottom = min(image.height, top + band_rows)
+        out[top:bottom] = np.asarray(image.crop((0, top, image.width, bottom)))
+    return out
+
+
 def _rgb8(image: Image.Image, path: Path) -> npt.NDArray[np.uint8]:
     """RGB uint8 pixels of ``image``; 16-bit greyscale is scaled by its full range (/257)."""
     if image.mode == "RGB":
-        return np.asarray(image, dtype=np.uint8)
+        return _pixels(image)
     if image.mode in (*_SIXTEEN_BIT, "I"):
-        grey = np.asarray(image)
+        grey = _pixels(image)
         if image.mode == "I" and (grey.min() < 0 or grey.max() > 65535):
             raise InputError(
                 f"{path}: 32-bit integer image with values {grey.min()}..{grey.max()}; expected "
@@ -158,7 +172,7 @@ def _rgb8(image: Image.Image, path: Path) -> npt.NDArray[np.uint8]:
             f"{path}: floating-point image (mode F); expected an 8- or 16-bit photo. Export "
             "it as an 8-bit RGB PNG or JPEG."
         )
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    return _pixels(image.convert("RGB"))
 
 
 def read_photo(path: str | Path) -> npt.NDArray[np.uint8]:
@@ -189,7 +203,7 @@ def read_mask(path: str | Path) -> npt.NDArray[np.bool_]:
     InputError
         Missing, corrupt or non-image file, or more than :data:`MAX_PHOTO_PIXELS` pixels.
     """
-    array = np.asarray(_open(Path(path), photo=False))
+    array = _pixels(_open(Path(path), photo=False))
     if array.ndim == 3:
         array = array[..., :3].max(axis=2) if array.shape[2] != 2 else array[..., 0]
     return np.asarray(array > 0)

@@ -83,10 +83,14 @@ class PhotoPrediction:
 def union_mask(instances: Sequence[Instance], shape: tuple[int, ...]) -> npt.NDArray[np.bool_]:
     """Union of the instances' masks; all-False of ``shape`` when there are none.
 
+    A single instance's mask is returned as it is (no copy: large photos).
+
     >>> a = Instance((0, 0, 1, 1), 0.9, 1, np.eye(2, dtype=bool))
     >>> union_mask([a], (2, 2)).sum(), union_mask([], (2, 3)).shape
     (np.int64(2), (2, 3))
     """
+    if len(instances) == 1 and instances[0].mask.shape == tuple(shape):
+        return instances[0].mask
     union = np.zeros(shape, dtype=bool)
     for inst in instances:
         union |= inst.mask
@@ -468,26 +472,35 @@ def overlay(
     *,
     color: tuple[int, int, int] = (0, 255, 0),
     alpha: float = 0.4,
+    in_place: bool = False,
 ) -> npt.NDArray[np.uint8]:
     """Blend ``color`` over the masked pixels and draw a 1-pixel outline; same shape as image.
+
+    ``in_place=True`` draws into ``image`` itself (it must be writable) instead of a copy,
+    which saves a full-resolution copy of a large photo.
 
     >>> img = np.zeros((4, 4, 3), np.uint8); m = np.zeros((4, 4), bool); m[1:3, 1:3] = True
     >>> out = overlay(img, m); out.shape, out[0, 0].tolist(), out[1, 1].tolist()
     ((4, 4, 3), [0, 0, 0], [0, 255, 0])
+    >>> overlay(img, m, in_place=True) is img, img[1, 1].tolist()
+    (True, [0, 255, 0])
     """
     from scipy import ndimage
 
-    out = np.array(image, dtype=np.uint8, copy=True)
+    out = image if in_place else np.array(image, dtype=np.uint8, copy=True)
     col = np.asarray(color, dtype=np.float32)
-    edge = mask & ~ndimage.binary_erosion(mask)
     for start in range(0, mask.shape[0], _BAND_ROWS):  # float work one band at a time
         band = slice(start, start + _BAND_ROWS)
         inside = mask[band]
         if not inside.any():
             continue
+        # the outline within the band: erode a band with one row of context on each side
+        ctx = slice(max(0, start - 1), min(mask.shape[0], start + _BAND_ROWS + 1))
+        eroded = ndimage.binary_erosion(mask[ctx])[start - ctx.start :][: inside.shape[0]]
+        # rows at the photo's top and bottom edge erode as binary_erosion on the whole mask does
         pixels = out[band][inside].astype(np.float32)
         blended = np.clip(np.rint((1 - alpha) * pixels + alpha * col), 0, 255).astype(np.uint8)
         block = out[band]
         block[inside] = blended
-        block[edge[band]] = np.asarray(color, dtype=np.uint8)
+        block[inside & ~eroded] = np.asarray(color, dtype=np.uint8)
     return out

@@ -50,7 +50,7 @@ def _removed_on_failure(out: Path) -> Iterator[list[Path]]:
         raise
 
 
-def predict_files(
+def predict_files(  # noqa: PLR0913 -- every option after out_dir is keyword-only
     images: Sequence[str | Path],
     out_dir: str | Path,
     *,
@@ -158,12 +158,14 @@ def predict_files(
                     f"{path}: the network failed on this {width} x {height} photo "
                     f"({str(exc).splitlines()[0][:200]})."
                 ) from exc
-            for name, array in (
-                (f"{stem}_mask.png", pred.mask.astype(np.uint8) * 255),
-                (f"{stem}_overlay.png", overlay(image, pred.mask)),
-            ):
-                write_png(out / name, array)
-                written.append(out / name)
+            mask = np.multiply(pred.mask, 255, dtype=np.uint8)  # one uint8 copy, 0/255
+            write_png(out / f"{stem}_mask.png", mask)
+            written.append(out / f"{stem}_mask.png")
+            del mask
+            if not image.flags.writeable:
+                image = image.copy()
+            write_png(out / f"{stem}_overlay.png", overlay(image, pred.mask, in_place=True))
+            written.append(out / f"{stem}_overlay.png")
             del image
             records.append(
                 {
