@@ -99,7 +99,7 @@ def _frames(ds: Dataset, p: Path, warnings: list[str]) -> npt.NDArray[Any]:
     return frames
 
 
-def _own_grid(  # noqa: PLR0917
+def _own_grid(
     positions: npt.NDArray[np.float64],
     row_dir: npt.NDArray[np.float64],
     col_dir: npt.NDArray[np.float64],

@@ -312,7 +312,7 @@ def distance_summary(
     }
 
 
-def surface_metrics(
+def surface_metrics(  # noqa: PLR0913 - three inputs, then keyword-only options (MetricsConfig's)
     mask_pred: npt.NDArray[np.bool_],
     mask_ref: npt.NDArray[np.bool_],
     spacing_mm: tuple[float, float, float],

@@ -77,7 +77,7 @@ def _weighted_pct(d, w, p):
     return d[min(idx, len(d) - 1)]
 
 
-def _brute_metrics(pred, ref, spacing, definition, tol, p, hd_mode):  # noqa: PLR0917
+def _brute_metrics(pred, ref, spacing, definition, tol, p, hd_mode):
     extract = _brute_surfel if definition == "surfel" else _brute_voxel
     (pa, wa), (pb, wb) = extract(pred, spacing), extract(ref, spacing)
     dist = cdist(pa, pb)
