@@ -170,10 +170,57 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         run_demo(args.shared, args.out, patient=args.patient)
+        run_contour_demo(args.shared, args.out / "contour")
     except InputError as exc:
         sys.stderr.write(f"demo: error: {exc}\n")
         return 2
     return 0
+
+
+CONTOUR_PATIENTS = ("pt_112", "pt_115", "pt_122")  # held out by the shipped model
+
+
+def run_contour_demo(shared: Path, out: Path) -> int:
+    """The batch job: ``medseg contour`` on three studies written as DICOM, one of them broken.
+
+    Three OpenKBP CTs become anonymised DICOM studies with shuffled file names in one tree; one
+    slice file of the last is cut short (a truncated transfer). The batch runs on the embedded
+    Dask cluster: two studies are done, the broken one is ``failed`` with its reason (exit
+    status 1), and the summary names the outputs and the manifest.
+    """
+    import random
+
+    from medseg.cli import main as cli_main
+    from medseg.io import load_volume
+    from medseg.io.dicom_write import SeriesInfo, write_dicom_series
+
+    tree = out / "pacs_export"
+    if out.exists():
+        shutil.rmtree(out)
+    _say(f"contour batch: writing {len(CONTOUR_PATIENTS)} CT studies as DICOM into {tree}")
+    rng = random.Random(3)
+    for n, patient in enumerate(CONTOUR_PATIENTS):
+        ct = load_volume(shared / "openkbp_hn_ct" / "train-pats" / patient)
+        info = SeriesInfo(patient_name=f"Demo^{n}", patient_id=f"DEMO{n:04d}")
+        paths = write_dicom_series(ct, tree / f"export_{n}", info=info)
+        for p in paths:  # file names as a PACS export leaves them: meaningless and shuffled
+            p.rename(p.with_name(f"{rng.randrange(10**9):09d}.dcm"))
+    broken = sorted((tree / f"export_{len(CONTOUR_PATIENTS) - 1}").iterdir())[40]
+    broken.write_bytes(broken.read_bytes()[:-9000])
+    config = out / "contour_demo.yaml"
+    config.write_text(
+        "# pipelines/contour_hn_oar.yaml with window overlap 0.25 to keep the demo short\n"
+        "inference: {overlap: 0.25}\n"
+    )
+    _say("contour batch: medseg contour (embedded Dask cluster, model loaded once per worker)")
+    t0 = time.perf_counter()
+    code = cli_main(["contour", str(tree), "-o", str(out / "batch"), "--config", str(config)])
+    _say(
+        f"contour batch: exit status {code} (1 = some study failed: the truncated one) in "
+        f"{time.perf_counter() - t0:.0f} s; outputs in {out / 'batch' / 'studies'}, manifest "
+        f"{out / 'batch' / 'manifest.sqlite'} (medseg contour status {out / 'batch'})"
+    )
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover
