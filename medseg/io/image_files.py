@@ -246,16 +246,23 @@ def _header_text(p: Path, end_marker: bytes, limit: int = 1 << 16) -> tuple[str,
 def _verify_stream(path: Path, offset: int, decompressor: Any, what: str) -> None:
     """Decompress ``path`` from ``offset`` to the end, discarding output, to verify it."""
     try:
-        with open(path, "rb") as fh:
-            fh.seek(offset)
-            while chunk := fh.read(_CHUNK):
-                decompressor.decompress(chunk)
-                if decompressor.eof:
-                    break
+        fh = open(path, "rb")  # noqa: SIM115 (closed below; read and decode errors differ)
     except OSError as exc:
         raise _open_error(path, exc) from exc
-    except (zlib.error, ValueError) as exc:  # bz2 raises OSError/ValueError, zlib zlib.error
-        raise _corrupt(path, f"{what}: {exc}") from exc
+    with fh:
+        fh.seek(offset)
+        # small input chunks bound each output buffer (deflate expands at most ~1032:1)
+        while not decompressor.eof:
+            try:
+                chunk = fh.read(1 << 14)
+            except OSError as exc:
+                raise _open_error(path, exc) from exc
+            if not chunk:
+                break
+            try:
+                decompressor.decompress(chunk)
+            except zlib.error as exc:
+                raise _corrupt(path, f"{what}: {exc}") from exc
     if not decompressor.eof:
         raise _corrupt(path, f"{what}: the compressed stream ends before its end marker")
 
@@ -268,38 +275,48 @@ def _data_file(header_path: Path, name: str) -> Path | None:
     return header_path.parent / name
 
 
-def _verify_itk_compression(p: Path, fmt: str) -> None:
-    """Verify a compressed NRRD (gzip/bzip2) or MetaImage (zlib) data stream to its end.
+def _nrrd_encoding(p: Path) -> str:
+    """The ``encoding`` field of an NRRD header (``"raw"`` when absent)."""
+    text, _ = _header_text(p, b"\n\n")
+    for line in text.splitlines()[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == "encoding":
+            return value.lstrip("=").strip().lower()
+    return "raw"
+
+
+def _verify_nrrd_compression(p: Path) -> None:
+    """Verify a gzip-encoded NRRD data stream (attached or one detached file) to its end.
+
+    teem (ITK's NRRD reader) reads only the bytes it needs: a damaged stream can load with wrong
+    voxels, so the stream is decompressed once here, CRC and length checked.
+    """
+    text, stop = _header_text(p, b"\n\n")
+    fields = {}
+    for line in text.splitlines()[1:]:
+        if ":" in line and not line.startswith("#"):
+            key, _, value = line.partition(":")
+            fields[key.strip().lower()] = value.lstrip("=").strip()
+    encoding = fields.get("encoding", "raw").lower()
+    if encoding not in ("gzip", "gz"):
+        return
+    detached = fields.get("data file") or fields.get("datafile")
+    if detached is not None:
+        target, offset = _data_file(p, detached), 0
+    else:
+        target, offset = p, stop
+    if target is None or offset < 0 or "line skip" in fields or "lineskip" in fields:
+        logger.info("%s: compressed NRRD data layout not verified before reading", p)
+        return
+    _verify_stream(target, offset, zlib.decompressobj(47), f"NRRD {encoding} data")
+
+
+def _verify_metaimage_compression(p: Path) -> None:
+    """Verify a zlib-compressed MetaImage data stream to its end (checksum included).
 
     ITK reads compressed MetaImage data without checking the zlib checksum (a damaged file is
     read with wrong voxels), so the stream is checked here first.
     """
-    import bz2
-
-    if fmt == "nrrd":
-        text, stop = _header_text(p, b"\n\n")
-        fields = {}
-        for line in text.splitlines()[1:]:
-            if ":" in line and not line.startswith("#"):
-                key, _, value = line.partition(":")
-                fields[key.strip().lower()] = value.lstrip("=").strip()
-        encoding = fields.get("encoding", "raw").lower()
-        if encoding in ("gzip", "gz"):
-            make: Any = lambda: zlib.decompressobj(47)  # noqa: E731 (gzip or zlib wrapper)
-        elif encoding in ("bzip2", "bz2"):
-            make = bz2.BZ2Decompressor
-        else:
-            return
-        detached = fields.get("data file") or fields.get("datafile")
-        if detached is not None:
-            target, offset = _data_file(p, detached), 0
-        else:
-            target, offset = p, stop
-        if target is None or offset < 0 or "line skip" in fields or "lineskip" in fields:
-            logger.info("%s: compressed NRRD data layout not verified before reading", p)
-            return
-        _verify_stream(target, offset, make(), f"NRRD {encoding} data")
-        return
     text, stop = _header_text(p, b"ElementDataFile")
     if stop < 0:
         return
@@ -316,10 +333,8 @@ def _verify_itk_compression(p: Path, fmt: str) -> None:
     if line_end < 0:
         return
     name = rest[:line_end].decode("latin-1").partition("=")[2].strip()
-    if name.upper() == "LOCAL":
-        target, offset = p, stop + line_end + 1
-    else:
-        target, offset = _data_file(p, name), 0
+    target = p if name.upper() == "LOCAL" else _data_file(p, name)
+    offset = stop + line_end + 1 if name.upper() == "LOCAL" else 0
     if target is None:
         return
     _verify_stream(target, offset, zlib.decompressobj(47), "MetaImage zlib data")
@@ -329,7 +344,16 @@ def _read_itk(p: Path, fmt: str, modality: str) -> Volume:
     """NRRD/MetaImage through SimpleITK, with the grid validated before the voxels are read."""
     import SimpleITK as sitk
 
-    _verify_itk_compression(p, fmt)
+    encoding = _nrrd_encoding(p) if fmt == "nrrd" else "raw"
+    if fmt == "metaimage":
+        _verify_metaimage_compression(p)
+    elif encoding in ("bzip2", "bz2"):
+        raise InputError(
+            f"{p}: bzip2-encoded NRRD data cannot be read (SimpleITK's NrrdIO lacks bzip2); "
+            "re-save the file with gzip or raw encoding."
+        )
+    elif encoding != "raw":
+        _verify_nrrd_compression(p)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(p))
     reader.ReadImageInformation()
@@ -346,7 +370,7 @@ def read_image_file(path: str | os.PathLike[str], *, modality: str = "OT") -> Vo
 
     The header is validated before any voxel is allocated (:mod:`medseg.io.grid_limits`:
     voxel count, voxel size, grid extent, orthogonal axes) and a compressed file is verified
-    to the end of its stream (gzip CRC and length, zlib/bzip2 checksums), so a damaged file is
+    to the end of its stream (gzip CRC and length, zlib checksum), so a damaged file is
     refused rather than read with wrong voxels.
 
     Raises

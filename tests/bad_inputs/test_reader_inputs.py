@@ -200,6 +200,16 @@ def _nrrd(how: str) -> Builder:
     return build
 
 
+def _nrrd_bzip2(tmp: Path, shared: Path) -> Path:
+    import bz2
+
+    head, sep, body = _nrrd_label(shared).read_bytes().partition(b"\n\n")
+    out = tmp / "liver.nrrd"
+    head = head.replace(b"encoding: gzip", b"encoding: bzip2")
+    out.write_bytes(head + sep + bz2.compress(gzip.decompress(body)))
+    return out
+
+
 def _nrrd_directions(directions: str) -> Builder:
     def build(tmp: Path, shared: Path) -> Path:
         text = _nrrd_label(shared).read_bytes()
@@ -393,6 +403,8 @@ CASES: list[Case] = [
     Case("nrrd_gzip_crc", _nrrd("crc"), InputError, ("liver.nrrd", CORRUPT, "NRRD gzip")),
     Case("nrrd_gzip_half", _nrrd("half"), InputError, ("liver.nrrd", CORRUPT, "ends before")),
     Case("nrrd_gzip_bitflip", _nrrd("bitflip"), InputError, ("liver.nrrd", CORRUPT)),
+    Case("nrrd_bzip2_unsupported", _nrrd_bzip2, InputError,
+         ("liver.nrrd", "bzip2-encoded NRRD data cannot be read", "gzip or raw")),
     Case("mha_zlib_bitflip", _mha_damaged("bitflip"), InputError,
          ("ct.mha", CORRUPT, "MetaImage zlib")),
     Case("mha_zlib_truncated", _mha_damaged("half"), InputError, ("ct.mha", CORRUPT)),

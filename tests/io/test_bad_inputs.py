@@ -226,7 +226,7 @@ CASES: list[tuple[str, Builder, DicomReadOptions | None, type[MedsegError], tupl
     ("builder", "options", "error", "patterns"),
     [pytest.param(*c[1:], id=c[0]) for c in CASES],
 )
-def test_bad_input(  # noqa: PLR0917 (pytest fixtures + parameters)
+def test_bad_input(
     tmp_path: Path,
     shared_data: Path,
     builder: Builder,
