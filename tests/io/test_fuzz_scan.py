@@ -101,7 +101,9 @@ def check_one(data: bytes, folder: Path) -> None:
     assert result is None or isinstance(result, InstanceHeader)
 
 
-_FOLDER = Path(tempfile.mkdtemp(prefix="medseg-fuzz-"))
+@pytest.fixture(scope="module")
+def fuzz_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("fuzz")
 
 
 @settings(
@@ -112,8 +114,8 @@ _FOLDER = Path(tempfile.mkdtemp(prefix="medseg-fuzz-"))
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(mutated_headers())
-def test_scanner_never_crashes_on_mutated_real_headers(data: bytes) -> None:
-    check_one(data, _FOLDER)
+def test_scanner_never_crashes_on_mutated_real_headers(fuzz_dir: Path, data: bytes) -> None:
+    check_one(data, fuzz_dir)
 
 
 def test_seed_headers_parse_unmutated(tmp_path: Path) -> None:
