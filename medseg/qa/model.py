@@ -1,0 +1,187 @@
+"""The review model: training statistics, shape model and thresholds, shipped beside a checkpoint.
+
+Files (for a segmentation checkpoint ``hn_oar.pt``)::
+
+    medseg/weights/hn_oar_qa.json   per-organ training statistics, flag thresholds, provenance
+    medseg/weights/hn_oar_srm.pt    the review SRM (shape autoencoder + its calibration)
+
+:func:`fit_review_model` makes both from ground-truth OpenKBP patients; :func:`load_review_model`
+reads them (:class:`ReviewModel`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medseg.errors import ModelError
+from medseg.io.atomic import write_atomic
+from medseg.qa.shape import ShapeModel, ShapeTrainConfig, train_shape_model
+from medseg.qa.statistics import organ_statistics
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "QA_FORMAT",
+    "ReviewModel",
+    "fit_review_model",
+    "load_review_model",
+    "review_model_paths",
+]
+
+QA_FORMAT = "medseg-qa"
+QA_FORMAT_VERSION = 1
+
+
+@dataclass
+class ReviewModel:
+    """What the review flags compare a contour to.
+
+    Attributes
+    ----------
+    labels
+        Organ names (the segmentation model's label order).
+    statistics
+        Organ → training summary (:func:`medseg.qa.statistics.summarise_measures`).
+    thresholds
+        Flag name → threshold on its severity scale (see :mod:`medseg.qa.flags`).
+    shape
+        The review SRM, or ``None`` (the shape flag is then not computed).
+    info
+        Provenance: training cases, segmentation model, SRM training settings.
+    """
+
+    labels: tuple[str, ...]
+    statistics: dict[str, Any]
+    thresholds: dict[str, float] = field(default_factory=dict)
+    shape: ShapeModel | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def review_model_paths(checkpoint: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """``(<stem>_qa.json, <stem>_srm.pt)`` beside a segmentation checkpoint (name or path).
+
+    Examples
+    --------
+    >>> [p.name for p in review_model_paths("runs/hn_oar_v1.pt")]
+    ['hn_oar_v1_qa.json', 'hn_oar_v1_srm.pt']
+    """
+    from medseg.models.checkpoint import resolve_checkpoint_path
+
+    text = os.fspath(checkpoint)
+    path = Path(text) if text.endswith(".pt") else resolve_checkpoint_path(text)
+    stem = path.name.removesuffix(".pt")
+    return path.with_name(f"{stem}_qa.json"), path.with_name(f"{stem}_srm.pt")
+
+
+def fit_review_model(
+    case_folders: Sequence[str | os.PathLike[str]],
+    labels: Sequence[str],
+    *,
+    qa_json: str | os.PathLike[str],
+    srm_path: str | os.PathLike[str],
+    spec: Any,
+    shape_config: ShapeTrainConfig | None = None,
+    thresholds: dict[str, float] | None = None,
+    info: dict[str, Any] | None = None,
+) -> ReviewModel:
+    """Measure training contours, train and calibrate the review SRM, write both files.
+
+    Parameters
+    ----------
+    case_folders
+        Completely contoured OpenKBP patients the segmentation model was trained on.
+    labels
+        Organ names in label-id order.
+    qa_json, srm_path
+        Output files (written atomically).
+    spec
+        :class:`~medseg.preprocess.PreprocessingSpec` of the segmentation model (grid of the SRM).
+    shape_config
+        SRM training settings.
+    thresholds
+        Flag thresholds (default :data:`medseg.qa.flags.DEFAULT_THRESHOLDS`).
+    info
+        Extra provenance stored in the JSON.
+    """
+    from medseg.io.openkbp import load_openkbp_labels
+    from medseg.qa.flags import DEFAULT_THRESHOLDS
+
+    stats = organ_statistics(case_folders, labels)
+    volumes = [load_openkbp_labels(f, list(labels)).volume for f in case_folders]
+    from medseg.volume import LabelMap
+
+    label_map = LabelMap.from_names(list(labels))
+    cfg = shape_config or ShapeTrainConfig()
+    shape = train_shape_model(volumes, label_map, spec, cfg)
+    shape.save(srm_path, metrics={"train_cases": stats["cases"]})
+    meta = {
+        **(info or {}),
+        "train_cases": stats["cases"],
+        "srm_file": Path(srm_path).name,
+        "srm_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
+    }
+    model = ReviewModel(
+        tuple(labels), stats["organs"], dict(thresholds or DEFAULT_THRESHOLDS), shape, meta
+    )
+    payload = {
+        "format": QA_FORMAT,
+        "format_version": QA_FORMAT_VERSION,
+        "labels": list(labels),
+        "thresholds": model.thresholds,
+        "statistics": model.statistics,
+        "shape_calibration": shape.calibration,
+        "info": meta,
+    }
+    write_atomic(qa_json, lambda t: t.write_text(json.dumps(payload, indent=1)))
+    return model
+
+
+def load_review_model(
+    qa_json: str | os.PathLike[str], srm_path: str | os.PathLike[str] | None = None
+) -> ReviewModel:
+    """Read a review model written by :func:`fit_review_model`.
+
+    Parameters
+    ----------
+    qa_json
+        The statistics/thresholds JSON.
+    srm_path
+        The SRM checkpoint; default: the ``srm_file`` named in the JSON, beside it (no shape
+        flag when that file does not exist).
+
+    Raises
+    ------
+    ModelError
+        Not a review-model JSON (wrong format or version).
+    """
+    path = Path(qa_json)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read the review model ({exc}).") from exc
+    if not isinstance(data, dict) or data.get("format") != QA_FORMAT:
+        raise ModelError(f"{path}: not a medseg review model (format {data.get('format')!r}).")
+    if int(data.get("format_version", 0)) > QA_FORMAT_VERSION:
+        raise ModelError(
+            f"{path}: review model format {data['format_version']} is newer than this medseg "
+            f"reads ({QA_FORMAT_VERSION}); upgrade medseg."
+        )
+    info = dict(data.get("info", {}))
+    srm_name = str(info.get("srm_file") or "")
+    srm = Path(srm_path) if srm_path else (path.with_name(srm_name) if srm_name else None)
+    shape = ShapeModel.load(srm) if srm is not None and srm.is_file() else None
+    from medseg.qa.flags import DEFAULT_THRESHOLDS
+
+    return ReviewModel(
+        tuple(data["labels"]),
+        dict(data["statistics"]),
+        {**DEFAULT_THRESHOLDS, **data.get("thresholds", {})},
+        shape,
+        info,
+    )
