@@ -26,6 +26,7 @@ from medseg.inference.predictor import (
 )
 from medseg.inference.sliding_window import (
     SlidingWindowResult,
+    WindowConfig,
     flip_combinations,
     gaussian_importance_map,
     sliding_window_labels,
@@ -38,6 +39,7 @@ __all__ = [
     "PostprocessConfig",
     "Predictor",
     "SlidingWindowResult",
+    "WindowConfig",
     "fill_label_holes",
     "fix_mmap_threshold",
     "flip_combinations",

@@ -43,7 +43,11 @@ from medseg.inference.postprocessing import (
     laterality_warnings,
     postprocess_labels,
 )
-from medseg.inference.sliding_window import flip_combinations, sliding_window_labels
+from medseg.inference.sliding_window import (
+    WindowConfig,
+    flip_combinations,
+    sliding_window_labels,
+)
 from medseg.preprocess import (
     PreprocessingSpec,
     body_bounding_box,
@@ -424,19 +428,22 @@ class Predictor:
         t1 = time.perf_counter()
         batch = cfg.batch_size or (4 if self.device.type == "cuda" else 1)
         window_hu = spec.window_hu
-        result = sliding_window_labels(
-            grid.array,
-            self.model,
+        window = WindowConfig(
             spec.roi_size,
             overlap=cfg.overlap,
             sigma_scale=cfg.sigma_scale,
             batch_size=batch,
-            foreground=has_body,
             flips=self.flips,
-            device=self.device,
             precision=self.precision,  # type: ignore[arg-type]
             accumulator=cfg.accumulator,  # type: ignore[arg-type]
             pad_value=-1024.0,
+        )
+        result = sliding_window_labels(
+            grid.array,
+            self.model,
+            window,
+            foreground=has_body,
+            device=self.device,
             normalise=lambda a: normalise_hu(a, window_hu),
             return_probabilities=return_probabilities,
             progress=progress,

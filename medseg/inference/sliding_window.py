@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "SlidingWindowResult",
+    "WindowConfig",
     "flip_combinations",
     "gaussian_importance_map",
     "sliding_window_labels",
@@ -430,20 +431,68 @@ def _check_precision(precision: str, accumulator: str) -> None:
         raise InputError(f"accumulator must be 'float32' or 'float16'; got {accumulator!r}.")
 
 
+@dataclass(frozen=True)
+class WindowConfig:
+    """How :func:`sliding_window_labels` places, runs and blends windows.
+
+    Parameters
+    ----------
+    roi_size
+        Window size ``(d, h, w)``. Axes of the image shorter than the window are padded with
+        ``pad_value`` and cropped back afterwards.
+    overlap
+        Fraction of a window shared with its neighbour along each axis, in ``[0, 1)``.
+    sigma_scale
+        Gaussian sigma as a fraction of the window size.
+    batch_size
+        Windows per network call.
+    flips
+        Axis subsets (of ``0, 1, 2``) to mirror for test-time augmentation; ``((),)`` = none.
+    precision
+        ``"float32"``, or run the network under ``"bfloat16"`` / ``"float16"`` autocast.
+    accumulator
+        Storage of the blended logits: ``"float32"`` (plain weighted sums, as MONAI) or
+        ``"float16"`` (half the memory; logits shifted by their per-voxel channel maximum and
+        clipped so that sums cannot overflow, which leaves arg-max and softmax unchanged).
+    pad_value
+        Value for padding axes shorter than the window, in image units (air).
+
+    Examples
+    --------
+    >>> WindowConfig((8, 8, 8), overlap=0.25).roi_size
+    (8, 8, 8)
+    """
+
+    roi_size: tuple[int, int, int]
+    overlap: float = 0.5
+    sigma_scale: float = 0.125
+    batch_size: int = 1
+    flips: Sequence[tuple[int, ...]] = ((),)
+    precision: Precision = "float32"
+    accumulator: AccumulatorDtype = "float32"
+    pad_value: float = 0.0
+
+    def __post_init__(self) -> None:
+        roi = tuple(int(v) for v in self.roi_size)
+        if len(roi) != 3 or min(roi) < 1:
+            raise InputError(f"roi_size must be 3 positive integers; got {self.roi_size}.")
+        object.__setattr__(self, "roi_size", roi)
+        if self.batch_size < 1:
+            raise InputError(f"batch_size must be ≥ 1; got {self.batch_size}.")
+        _check_precision(self.precision, self.accumulator)
+        flips = [tuple(f) for f in self.flips]
+        if not flips or flips[0] != ():
+            flips = [(), *[f for f in flips if f != ()]]
+        object.__setattr__(self, "flips", tuple(flips))
+
+
 def sliding_window_labels(
     image: npt.NDArray[Any],
     model: Callable[[torch.Tensor], torch.Tensor],
-    roi_size: Sequence[int],
+    window: WindowConfig,
     *,
-    overlap: float = 0.5,
-    sigma_scale: float = 0.125,
-    batch_size: int = 1,
     foreground: npt.NDArray[np.bool_] | ForegroundTest | None = None,
-    flips: Sequence[tuple[int, ...]] = ((),),
     device: torch.device | str = "cpu",
-    precision: Precision = "float32",
-    accumulator: AccumulatorDtype = "float32",
-    pad_value: float = 0.0,
     normalise: Callable[[npt.NDArray[Any]], npt.NDArray[np.float32]] | None = None,
     return_probabilities: bool = False,
     progress: ProgressCallback | None = None,
@@ -458,15 +507,8 @@ def sliding_window_labels(
     model
         Callable mapping ``(B, 1, d, h, w)`` float32 tensors to ``(B, C, d, h, w)`` logits; it
         is called under ``torch.inference_mode``.
-    roi_size
-        Window size ``(d, h, w)``. Axes of ``image`` shorter than the window are padded with
-        ``pad_value`` and cropped back afterwards.
-    overlap
-        Fraction of a window shared with its neighbour along each axis, in ``[0, 1)``.
-    sigma_scale
-        Gaussian sigma as a fraction of the window size.
-    batch_size
-        Windows per network call.
+    window
+        Window size, overlap, blending, batching, TTA flips and precision (:class:`WindowConfig`).
     foreground
         Boolean mask of ``image``'s shape, or a callable taking a window's index box (clipped to
         ``image``) and returning whether it holds foreground (no mask in memory). Windows
@@ -474,18 +516,8 @@ def sliding_window_labels(
         their voxels become background (channel 0) unless another window covers them. Windows
         are placed on the whole image (the same windows as MONAI); only cells covered by a
         window that runs are ever allocated.
-    flips
-        Axis subsets (of ``0, 1, 2``) to mirror for test-time augmentation; ``((),)`` = none.
     device
         Where the network runs; the accumulator lives there too.
-    precision
-        ``"float32"``, or run the network under ``"bfloat16"`` / ``"float16"`` autocast.
-    accumulator
-        Storage of the blended logits: ``"float32"`` (plain weighted sums, as MONAI) or
-        ``"float16"`` (half the memory; logits shifted by their per-voxel channel maximum and
-        clipped so that sums cannot overflow, which leaves arg-max and softmax unchanged).
-    pad_value
-        Value for padding axes shorter than the window, in ``image`` units (air).
     normalise
         Optional function applied to each ``(B, d, h, w)`` batch of raw windows.
     return_probabilities
@@ -500,21 +532,15 @@ def sliding_window_labels(
     """
     if image.ndim != 3:
         raise InputError(f"sliding window needs a 3D array; got shape {image.shape}.")
-    roi = tuple(int(v) for v in roi_size)
-    if len(roi) != 3 or min(roi) < 1:
-        raise InputError(f"roi_size must be 3 positive integers; got {roi_size}.")
-    if batch_size < 1:
-        raise InputError(f"batch_size must be ≥ 1; got {batch_size}.")
-    _check_precision(precision, accumulator)
-    if not flips or tuple(flips[0]) != ():
-        flips = [(), *[tuple(f) for f in flips if tuple(f) != ()]]
+    roi, overlap, batch_size = window.roi_size, window.overlap, window.batch_size
+    flips, precision, accumulator = window.flips, window.precision, window.accumulator
     dev = torch.device(device)
     orig_shape = image.shape
     if isinstance(foreground, np.ndarray) and foreground.shape != orig_shape:
         raise InputError(f"foreground mask {foreground.shape} does not match image {orig_shape}.")
     pads = [(0, max(r - n, 0)) for n, r in zip(orig_shape, roi, strict=True)]
     if any(p[1] for p in pads):
-        image = np.pad(image, pads, constant_values=pad_value)
+        image = np.pad(image, pads, constant_values=window.pad_value)
     shape = image.shape
     if normalise is None:
         image = np.asarray(image, dtype=np.float32)
@@ -536,7 +562,7 @@ def sliding_window_labels(
             skipped += 1
     plan = plan_windows(starts, roi, run)
     total = len(plan.windows)
-    weight = gaussian_importance_map(roi, sigma_scale)
+    weight = gaussian_importance_map(roi, window.sigma_scale)
     clip = None
     if accumulator == "float16":  # Σ w · (logit - max) ≥ -coverage · clip > -float16 max
         clip = 0.9 * _FLOAT16_MAX / _max_coverage(starts, roi)

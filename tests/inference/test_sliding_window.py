@@ -11,6 +11,7 @@ from monai.inferers.utils import _get_scan_interval
 
 from medseg.errors import InputError, ModelError
 from medseg.inference.sliding_window import (
+    WindowConfig,
     gaussian_importance_map,
     sliding_window_labels,
     window_starts,
@@ -45,7 +46,7 @@ def test_labels_match_monai_on_real_ct(ts_ct: Volume) -> None:
     net = build_model("unet3d", in_channels=1, out_channels=5, channels=(4, 8)).eval()
     image = _real_ct_patch(ts_ct)
     roi = (24, 32, 32)
-    ours = sliding_window_labels(image, net, roi, overlap=0.5, batch_size=3)
+    ours = sliding_window_labels(image, net, WindowConfig(roi, overlap=0.5, batch_size=3))
     with torch.no_grad():
         ref = sliding_window_inference(
             torch.from_numpy(image)[None, None], roi, 1, net, overlap=0.5, mode="gaussian"
@@ -54,7 +55,9 @@ def test_labels_match_monai_on_real_ct(ts_ct: Volume) -> None:
     assert ours.labels.shape == image.shape
     assert ours.windows_skipped == 0
     assert np.mean(ours.labels == ref_labels) > 0.999
-    prob = sliding_window_labels(image, net, roi, overlap=0.5, return_probabilities=True)
+    prob = sliding_window_labels(
+        image, net, WindowConfig(roi, overlap=0.5), return_probabilities=True
+    )
     assert prob.probabilities is not None
     np.testing.assert_allclose(
         prob.probabilities.astype(np.float32), torch.softmax(ref[0], 0).numpy(), atol=2e-3
@@ -70,7 +73,9 @@ def test_skipped_windows_are_background_and_counted() -> None:
     def bright(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x * 0 - 1, x * 0 + 1], dim=1)  # class 1 everywhere, also on air
 
-    out = sliding_window_labels(image, bright, (16, 16, 16), overlap=0.5, foreground=foreground)
+    out = sliding_window_labels(
+        image, bright, WindowConfig((16, 16, 16), overlap=0.5), foreground=foreground
+    )
     starts = len(window_starts(40, 16, 0.5))
     assert out.windows_run + out.windows_skipped == starts**3
     assert out.windows_run == 1  # only the corner window touches the bright cube
@@ -86,8 +91,10 @@ def test_flip_tta_keeps_equivariant_model_exact() -> None:
     def thresh(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([0.5 - x, x - 0.5], dim=1)
 
-    plain = sliding_window_labels(image, thresh, (16, 16, 16))
-    tta = sliding_window_labels(image, thresh, (16, 16, 16), flips=[(), (0,), (1, 2), (0, 1, 2)])
+    plain = sliding_window_labels(image, thresh, WindowConfig((16, 16, 16)))
+    tta = sliding_window_labels(
+        image, thresh, WindowConfig((16, 16, 16), flips=[(), (0,), (1, 2), (0, 1, 2)])
+    )
     np.testing.assert_array_equal(plain.labels, (image > 0.5).astype(np.uint8))
     np.testing.assert_array_equal(tta.labels, plain.labels)
 
@@ -98,15 +105,19 @@ def test_small_axis_is_padded_and_cropped_back() -> None:
     def thresh(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([0.5 - x, x - 0.5], dim=1)
 
-    out = sliding_window_labels(image, thresh, (16, 16, 16))
+    out = sliding_window_labels(image, thresh, WindowConfig((16, 16, 16)))
     assert out.labels.shape == (10, 20, 30)
     np.testing.assert_array_equal(out.labels, (image > 0.5).astype(np.uint8))
 
 
 def test_bad_inputs_raise_clear_errors() -> None:
     with pytest.raises(InputError, match="3D"):
-        sliding_window_labels(np.zeros((10, 10), np.float32), lambda x: x, (8, 8, 8))
+        sliding_window_labels(np.zeros((10, 10), np.float32), lambda x: x, WindowConfig((8, 8, 8)))
     with pytest.raises(InputError, match="overlap"):
-        sliding_window_labels(np.zeros((10, 10, 10), np.float32), lambda x: x, (8, 8, 8), overlap=1)
+        sliding_window_labels(
+            np.zeros((10, 10, 10), np.float32), lambda x: x, WindowConfig((8, 8, 8), overlap=1)
+        )
     with pytest.raises(ModelError, match="logits"):
-        sliding_window_labels(np.zeros((8, 8, 8), np.float32), lambda x: x[:, :, :4], (8, 8, 8))
+        sliding_window_labels(
+            np.zeros((8, 8, 8), np.float32), lambda x: x[:, :, :4], WindowConfig((8, 8, 8))
+        )

@@ -10,6 +10,7 @@ import torch
 
 from medseg.errors import InputError
 from medseg.inference.sliding_window import (
+    WindowConfig,
     gaussian_importance_map,
     sliding_window_labels,
     window_starts,
@@ -78,7 +79,11 @@ def test_float32_stitching_equals_full_buffer_blend(
     net = _random_net()
     ref_labels, ref_probs = _naive_blend(image, net, ROI, overlap, foreground)
     out = sliding_window_labels(
-        image, net, ROI, overlap=overlap, foreground=foreground, return_probabilities=True
+        image,
+        net,
+        WindowConfig(ROI, overlap=overlap),
+        foreground=foreground,
+        return_probabilities=True,
     )
     assert out.windows_skipped > 0 and out.windows_run > 0
     np.testing.assert_array_equal(out.labels, ref_labels)
@@ -95,9 +100,13 @@ def test_float16_accumulator_agrees_with_full_buffer_blend(
     image, foreground = random_case
     net = _random_net()
     ref_labels, ref_probs = _naive_blend(image, net, ROI, 0.5, foreground)
-    f32 = sliding_window_labels(image, net, ROI, foreground=foreground)
+    f32 = sliding_window_labels(image, net, WindowConfig(ROI), foreground=foreground)
     out = sliding_window_labels(
-        image, net, ROI, foreground=foreground, accumulator="float16", return_probabilities=True
+        image,
+        net,
+        WindowConfig(ROI, accumulator="float16"),
+        foreground=foreground,
+        return_probabilities=True,
     )
     # float16 sums (11-bit mantissa) flip only near-ties: 1 of 80 910 voxels when written
     assert np.mean(out.labels == ref_labels) > 0.9999
@@ -116,7 +125,7 @@ def test_float16_accumulator_survives_huge_logits() -> None:
         return torch.cat([2e4 * (1 - bright), 3e4 * bright, x * 0 - 5e4], dim=1)
 
     f16 = sliding_window_labels(
-        image, rule, (16, 16, 16), accumulator="float16", return_probabilities=True
+        image, rule, WindowConfig((16, 16, 16), accumulator="float16"), return_probabilities=True
     )
     np.testing.assert_array_equal(f16.labels, (image > 0.5).astype(np.uint8))
     assert f16.probabilities is not None
@@ -127,7 +136,7 @@ def test_float16_accumulator_survives_huge_logits() -> None:
 def test_window_order_puts_the_longest_axis_outermost() -> None:
     image = np.random.default_rng(1).random((20, 24, 120)).astype(np.float32)
     net = _random_net(3)
-    out = sliding_window_labels(image, net, (8, 8, 8))
+    out = sliding_window_labels(image, net, WindowConfig((8, 8, 8)))
     assert out.window_order[0] == 2
     # open cells stay within about one window-thick slab across the long axis
     assert out.accumulator_peak_bytes <= 3 * 4 * 20 * 24 * 12
@@ -138,9 +147,12 @@ def test_window_order_puts_the_longest_axis_outermost() -> None:
 def test_bfloat16_network_close_to_float32(random_case: tuple[np.ndarray, np.ndarray]) -> None:
     image, _ = random_case
     net = _random_net()
-    f32 = sliding_window_labels(image, net, ROI, return_probabilities=True)
+    f32 = sliding_window_labels(image, net, WindowConfig(ROI), return_probabilities=True)
     bf16 = sliding_window_labels(
-        image, net, ROI, precision="bfloat16", accumulator="float16", return_probabilities=True
+        image,
+        net,
+        WindowConfig(ROI, precision="bfloat16", accumulator="float16"),
+        return_probabilities=True,
     )
     assert f32.probabilities is not None and bf16.probabilities is not None
     diff = np.abs(bf16.probabilities.astype(np.float32) - f32.probabilities.astype(np.float32))
@@ -151,15 +163,11 @@ def test_bfloat16_network_close_to_float32(random_case: tuple[np.ndarray, np.nda
 def test_unknown_precision_is_refused() -> None:
     with pytest.raises(InputError, match="precision"):
         sliding_window_labels(
-            np.zeros((8, 8, 8), np.float32),
-            lambda x: x,
-            (8, 8, 8),
-            precision="int8",  # type: ignore[arg-type]
+            np.zeros((8, 8, 8), np.float32), lambda x: x, WindowConfig((8, 8, 8), precision="int8")
         )
     with pytest.raises(InputError, match="accumulator"):
         sliding_window_labels(
             np.zeros((8, 8, 8), np.float32),
             lambda x: x,
-            (8, 8, 8),
-            accumulator="bfloat16",  # type: ignore[arg-type]
+            WindowConfig((8, 8, 8), accumulator="bfloat16"),
         )
