@@ -8,7 +8,7 @@ augmentation) and ``centre_prior`` (0 = off) from the checkpoint unless given on
 line; ``medseg photo train`` writes them from the config. This sets them on a checkpoint
 trained before those keys existed (or changes them) without touching the weights; the file is
 rewritten atomically. ``--retune-threshold`` re-picks the stored score threshold from the
-checkpoint's own training-photo table (:func:`medseg.photo.training.pick_threshold`).
+checkpoint's own training-photo table (:func:`medseg.photo.evaluate.pick_threshold`).
 The work is :func:`medseg.photo.checkpoint.update_prediction_defaults`.
 """
 

@@ -313,7 +313,7 @@ def update_prediction_defaults(
 
     ``overrides`` holds :class:`PredictionDefaults` keys (``--set max_instances=1``);
     ``retune_threshold`` re-picks ``metrics.score_threshold`` from the stored training-photo
-    table with :func:`medseg.photo.training.pick_threshold`. The file is rewritten atomically.
+    table with :func:`medseg.photo.evaluate.pick_threshold`. The file is rewritten atomically.
 
     Raises
     ------
@@ -324,7 +324,7 @@ def update_prediction_defaults(
     """
     from medseg.config import checked_mapping
     from medseg.errors import ConfigError
-    from medseg.photo.training import pick_threshold
+    from medseg.photo.evaluate import pick_threshold
 
     given = checked_mapping(PredictionDefaults, overrides, what="prediction defaults (--set)")
     data, info = read_checkpoint(Path(path))

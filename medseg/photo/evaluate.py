@@ -34,7 +34,14 @@ from medseg.photo.outputs import check_output_file, write_text
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageScore", "dice_jaccard", "evaluate_folders", "score_pairs", "summarise"]
+__all__ = [
+    "ImageScore",
+    "dice_jaccard",
+    "evaluate_folders",
+    "pick_threshold",
+    "score_pairs",
+    "summarise",
+]
 
 
 def dice_jaccard(pred: npt.NDArray[np.bool_], ref: npt.NDArray[np.bool_]) -> tuple[float, float]:
@@ -234,3 +241,15 @@ def scores_json(scores: Sequence[ImageScore], summary: dict[str, Any]) -> str:
     return json.dumps(
         {"summary": summary, "images": [s.__dict__ for s in scores]}, indent=2, sort_keys=True
     )
+
+
+def pick_threshold(table: dict[float, float], tolerance: float = 0.005) -> float:
+    """The highest threshold whose mean Dice is within ``tolerance`` of the best one.
+
+    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863})
+    0.5
+    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863}, tolerance=0.0)
+    0.1
+    """
+    top = max(table.values())
+    return max(t for t, dice in table.items() if dice >= top - tolerance - 1e-9)

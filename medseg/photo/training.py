@@ -41,7 +41,7 @@ from medseg.photo.datasets import (
     read_photo,
     split_pairs,
 )
-from medseg.photo.evaluate import dice_jaccard
+from medseg.photo.evaluate import dice_jaccard, pick_threshold
 from medseg.photo.inference import keep_ranked, photo_autocast, predict_array, union_mask
 from medseg.photo.models import ModelSpec, build_maskrcnn
 from medseg.runtime import select_device
@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 __all__ = [  # TrainConfig and load_train_config live in medseg.photo.config (re-exported)
     "TrainConfig",
     "load_train_config",
-    "pick_threshold",
     "recalibrate_batchnorm",
     "train",
     "tune_score_threshold",
@@ -233,18 +232,6 @@ def tune_score_threshold(
             sums[t] += dice_jaccard(union_mask(kept, mask.shape), mask)[0]
     table = {t: sums[t] / max(1, len(data)) for t in candidates}
     return pick_threshold(table, tolerance), table
-
-
-def pick_threshold(table: dict[float, float], tolerance: float = 0.005) -> float:
-    """The highest threshold whose mean Dice is within ``tolerance`` of the best one.
-
-    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863})
-    0.5
-    >>> pick_threshold({0.1: 0.875, 0.5: 0.874, 0.7: 0.863}, tolerance=0.0)
-    0.1
-    """
-    top = max(table.values())
-    return max(t for t, dice in table.items() if dice >= top - tolerance - 1e-9)
 
 
 def _plot(log_path: Path, png: Path) -> None:
