@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 from typing import Any
-
-from medseg.errors import InputError
 
 logger = logging.getLogger(__name__)
 
@@ -45,33 +44,21 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the reference and labels, align them exactly, write the requested format."""
+    """Handler: call :func:`medseg.export.export_labels` with the parsed arguments."""
     from medseg import __version__
-    from medseg.export import SeriesInfo, match_reference_grid, write_dicom_seg, write_rtstruct
-    from medseg.io import load_labels, load_volume, save_labels
+    from medseg.export import SeriesInfo, export_labels
 
-    reference = load_volume(args.reference)
-    if reference.source is None:
-        raise InputError(
-            f"{args.reference}: the reference must be a DICOM series folder (got a "
-            f"{reference.modality} image without DICOM references)."
-        )
-    labels = match_reference_grid(load_labels(args.labels, reference=reference), reference)
     info = SeriesInfo(
         algorithm_name=args.algorithm_name, algorithm_version=args.algorithm_version or __version__
     )
-    if args.format == "seg":
-        out = write_dicom_seg(
-            labels,
-            reference,
-            args.output,
-            info=info,
-            segmentation_type=args.segmentation_type,
-            overwrite=args.overwrite,
-        )
-    elif args.format == "rtstruct":
-        out = write_rtstruct(labels, reference, args.output, info=info, overwrite=args.overwrite)
-    else:
-        out = save_labels(labels, args.output, overwrite=args.overwrite)
-    logger.info("wrote %s (%d labels)", out, len(labels.label_map))
+    out = export_labels(
+        args.labels,
+        args.reference,
+        args.output,
+        fmt=args.format,
+        info=info,
+        segmentation_type=args.segmentation_type,
+        overwrite=args.overwrite,
+    )
+    sys.stderr.write(f"wrote {out}\n")
     return 0

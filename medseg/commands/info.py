@@ -14,9 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medseg.errors import InputError
+from medseg.io.describe import describe_path
 
 logger = logging.getLogger(__name__)
 
@@ -40,54 +39,6 @@ def _fmt_tuple(values: Any, digits: int = 4) -> str:
     if values is None:
         return "-"
     return "×".join(f"{v:.{digits}g}" if isinstance(v, float) else str(v) for v in values)
-
-
-def _dicom_info(path: Path) -> dict[str, Any]:
-    from medseg.io.dicom_series import scan_dicom_tree
-
-    series = [s.to_json() for s in scan_dicom_tree(path)]
-    return {"path": str(path), "kind": "dicom", "series": series}
-
-
-def _volume_info(path: Path, kind: str) -> dict[str, Any]:
-    from medseg.io import load_labels, load_volume
-
-    if kind == "mask_folder":
-        labels = load_labels(path)
-        volume = labels.volume
-        extra: dict[str, Any] = {"labels": list(labels.label_map.names)}
-    else:
-        volume = load_volume(path)
-        extra = {}
-    arr = volume.array
-    return {
-        "path": str(path),
-        "kind": kind,
-        "shape": list(volume.shape),
-        "spacing_mm": [round(v, 5) for v in volume.spacing_mm],
-        "orientation": volume.orientation,
-        "origin_mm": [round(v, 4) for v in volume.origin_mm],
-        "dtype": str(arr.dtype),
-        "min": float(np.min(arr)),
-        "max": float(np.max(arr)),
-        "modality": volume.modality,
-        **extra,
-    }
-
-
-def describe(path: Path) -> dict[str, Any]:
-    """The information ``medseg info`` prints, as a JSON-friendly dict."""
-    from medseg.io import detect_path_kind
-    from medseg.io.dicom_scan import check_readable, contains_dicom
-
-    if path.is_dir():
-        check_readable(path)  # an unreadable folder is an InputError, not a PermissionError
-    if path.is_dir() and not (path / "ct.csv").is_file() and contains_dicom(path):
-        return _dicom_info(path)  # DICOM wins over label files lying beside it
-    kind = detect_path_kind(path)
-    if kind in ("dicom_folder", "dicom"):
-        return _dicom_info(path)
-    return _volume_info(path, kind)
 
 
 def _print_table(info: dict[str, Any]) -> None:
@@ -124,7 +75,7 @@ def run_info(args: argparse.Namespace) -> int:
     path = Path(args.path)
     if not path.exists():
         raise InputError(f"{path}: no such file or folder.")
-    info = describe(path)
+    info = describe_path(path)
     if args.json:
         sys.stdout.write(json.dumps(info, indent=2) + "\n")
     else:

@@ -12,8 +12,16 @@ hole representation, overlap policy on reading) are in ``docs/dicom-conformance.
 from __future__ import annotations
 
 from medseg.export._common import match_reference_grid
+from medseg.export.convert import EXPORT_FORMATS, export_labels
 from medseg.export.rtstruct import write_rtstruct
 from medseg.export.seg import write_dicom_seg
 from medseg.io.dicom_write import SeriesInfo
 
-__all__ = ["SeriesInfo", "match_reference_grid", "write_dicom_seg", "write_rtstruct"]
+__all__ = [
+    "EXPORT_FORMATS",
+    "SeriesInfo",
+    "export_labels",
+    "match_reference_grid",
+    "write_dicom_seg",
+    "write_rtstruct",
+]
