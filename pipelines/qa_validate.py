@@ -15,13 +15,24 @@ from pathlib import Path
 from typing import Any
 
 from medseg.io.atomic import write_atomic
-from medseg.qa.model import load_review_model
+from medseg.qa.model import load_review_model, model_validation_dice
 from medseg.qa.validation import SCORES, flag_performance, validation_table
 
 ROOTS = (
     Path(__file__).resolve().parents[2] / "shared/data/openkbp_hn_ct/train-pats",
     Path(__file__).resolve().parents[2] / "shared/data/openkbp_hn_ct_partial/train-pats",
 )
+
+
+def _validation_cases(checkpoint: str) -> list[str]:
+    from medseg.models.checkpoint import read_checkpoint
+    from medseg.training.config import DataConfig
+    from medseg.training.data import discover_cases, split_cases
+
+    _, info = read_checkpoint(checkpoint)
+    data = DataConfig(**dict(info.config["data"]))
+    _, val = split_cases([c.id for c in discover_cases(data)], data)
+    return val
 
 
 def _fmt(entry: dict[str, Any], key: str) -> str:
@@ -38,23 +49,34 @@ def main() -> None:
     ap.add_argument("--qa-json", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--boot", type=int, default=1000)
+    ap.add_argument(
+        "--segmentation-checkpoint",
+        help="the model that made the predictions: its validation Dice feeds the model flag, "
+        "and its validation patients (where that Dice was measured) are reported apart",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     model = load_review_model(args.qa_json)
+    prior_cases: set[str] = set()
+    if args.segmentation_checkpoint:
+        model.model_dice = model_validation_dice(args.segmentation_checkpoint)
+        prior_cases = set(_validation_cases(args.segmentation_checkpoint))
     cache = sorted(Path(args.cache_dir).glob("*.npz"))
     folders = []
     for c in cache:
         folders.append(next(r / c.stem for r in ROOTS if (r / c.stem).is_dir()))
     rows = validation_table(cache, folders, model)
+    held = [r for r in rows if r["case"] not in prior_cases]
     results = {
-        "dice": flag_performance(rows, n_boot=args.boot),
-        "dice_or_hd95": flag_performance(rows, hd95_bad_mm=10.0, n_boot=args.boot),
+        "dice": flag_performance(held, n_boot=args.boot),
+        "dice_or_hd95": flag_performance(held, hd95_bad_mm=10.0, n_boot=args.boot),
+        "dice_all_patients": flag_performance(rows, n_boot=args.boot),
     }
     doc = {"rows": rows, "results": results, "thresholds": model.thresholds}
     write_atomic(args.out, lambda t: t.write_text(json.dumps(doc, indent=1)))
-    for res in results.values():
+    for name, res in results.items():
         print(
-            f"\n{res['definition']}: {res['bad']} bad of {res['contours']} contours, "
+            f"\n{name} -- {res['definition']}: {res['bad']} bad of {res['contours']} contours, "
             f"{res['patients']} patients"
         )
         print("| score | AUC (95% CI) | sensitivity (95% CI) | specificity (95% CI) | flagged |")

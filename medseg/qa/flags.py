@@ -18,6 +18,9 @@ shape      SRM reconstruction error ``/ (shape_k ×`` the 95th percentile of the
            errors of that organ``)``
 tta        ``1 -`` mean Dice of the test-time-augmentation predictions with their consensus,
            ``/ tta``
+model      the segmentation model's own record on this organ: ``(1 - validation Dice) /
+           (1 - model_dice)`` (≥ 1 when the model's mean validation Dice for the organ is below
+           ``model_dice``: every contour of that organ needs a look)
 ========== ======================================================================================
 """
 
@@ -45,7 +48,15 @@ __all__ = [
 ]
 
 #: Flags in display order.
-FLAG_NAMES: tuple[str, ...] = ("missing", "volume", "laterality", "fragments", "shape", "tta")
+FLAG_NAMES: tuple[str, ...] = (
+    "missing",
+    "volume",
+    "laterality",
+    "fragments",
+    "shape",
+    "tta",
+    "model",
+)
 #: Severity of a missing organ (above any other flag, so missing organs sort first).
 MISSING_SEVERITY = 10.0
 #: Thresholds (units in the module docstring); fixed before the validation in docs/qa.md.
@@ -56,6 +67,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "fragments": 0.05,
     "shape_k": 1.5,
     "tta": 0.15,
+    "model_dice": 0.7,
 }
 _MIN_LOG_SD = 0.1
 
@@ -211,6 +223,7 @@ def organ_flags(
     shape_error: float | None = None,
     shape_calibration: Mapping[str, float] | None = None,
     tta_disagreement: float | None = None,
+    model_dice: float | None = None,
 ) -> OrganReview:
     """Flags and review score of one organ from its measurements (pure; see module docstring).
 
@@ -226,6 +239,8 @@ def organ_flags(
         SRM reconstruction error and the organ's calibration on training shapes.
     tta_disagreement
         ``1 -`` mean Dice of TTA predictions with their consensus (``--tta`` only).
+    model_dice
+        The segmentation model's mean validation Dice for this organ (its checkpoint metrics).
 
     Examples
     --------
@@ -263,6 +278,16 @@ def organ_flags(
                 _r(tta_disagreement / thr["tta"]),
                 f"test-time augmentation disagrees: predictions overlap their consensus with "
                 f"mean Dice {1 - tta_disagreement:.2f}",
+            )
+        )
+    if model_dice is not None:
+        limit = thr["model_dice"]
+        flags.append(
+            Flag(
+                "model",
+                _r((1.0 - model_dice) / max(1.0 - limit, 1e-6)),
+                f"the model is weak on this organ: validation Dice {model_dice:.2f} "
+                f"(below {limit:.2f} every contour needs a look)",
             )
         )
     score = max(f.severity for f in flags)
@@ -356,5 +381,6 @@ def review_labels(
             shape_error=errors.get(name),
             shape_calibration=cal,
             tta_disagreement=None if tta is None else tta.get(name),
+            model_dice=model.model_dice.get(name),
         )
     return out

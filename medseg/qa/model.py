@@ -31,6 +31,7 @@ __all__ = [
     "ReviewModel",
     "fit_review_model",
     "load_review_model",
+    "model_validation_dice",
     "review_model_paths",
 ]
 
@@ -54,6 +55,9 @@ class ReviewModel:
         The review SRM, or ``None`` (the shape flag is then not computed).
     info
         Provenance: training cases, segmentation model, SRM training settings.
+    model_dice
+        Organ → the segmentation model's mean validation Dice (from its checkpoint's metrics;
+        see :func:`model_validation_dice`), for the ``model`` flag. Empty: no such flag.
     """
 
     labels: tuple[str, ...]
@@ -61,6 +65,18 @@ class ReviewModel:
     thresholds: dict[str, float] = field(default_factory=dict)
     shape: ShapeModel | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    model_dice: dict[str, float] = field(default_factory=dict)
+
+
+def model_validation_dice(checkpoint: str | os.PathLike[str]) -> dict[str, float]:
+    """Organ → mean validation Dice recorded in a segmentation checkpoint (empty if none)."""
+    from medseg.models.checkpoint import read_checkpoint
+
+    _, info = read_checkpoint(checkpoint)
+    val = info.metrics.get("val_dice") if isinstance(info.metrics, dict) else None
+    if not isinstance(val, dict):
+        return {}
+    return {str(k): float(v) for k, v in val.items() if isinstance(v, int | float)}
 
 
 def review_model_paths(checkpoint: str | os.PathLike[str]) -> tuple[Path, Path]:

@@ -471,7 +471,12 @@ def _study_page(r: StudyReview, model: Any, show_identifiers: bool) -> str:
 
 # ----------------------------------------------------------------------------------- driver
 def _default_model(records: Iterable[StudyRecord]) -> Any:
-    from medseg.qa.model import ReviewModel, load_review_model, review_model_paths
+    from medseg.qa.model import (
+        ReviewModel,
+        load_review_model,
+        model_validation_dice,
+        review_model_paths,
+    )
 
     for rec in records:
         seg_json = rec.output_dir / "segmentation.json" if rec.output_dir else None
@@ -484,7 +489,9 @@ def _default_model(records: Iterable[StudyRecord]) -> Any:
         except Exception:
             continue
         if qa_json.is_file():
-            return load_review_model(qa_json, srm)
+            model = load_review_model(qa_json, srm)
+            model.model_dice = model_validation_dice(name)
+            return model
         labels = tuple(str(e["name"]) for e in data.get("labels", []) if "name" in e)
         logger.warning("no review model beside %s: only missing/laterality/fragment flags", name)
         return ReviewModel(labels, {})
@@ -573,7 +580,12 @@ def write_report(
     if timed:
         batch_timing_chart(timed, report / "img" / "batch_timing.png")
         timing_png = "img/batch_timing.png"
-    data = {"studies": [r.to_json() for r in reviews], "thresholds": model.thresholds}
+    studies = [r.to_json() for r in reviews]
+    if not show_identifiers:
+        for s in studies:
+            s["reason"] = redact_paths(s["reason"])
+            s["note"] = redact_paths(s["note"])
+    data = {"studies": studies, "thresholds": model.thresholds}
     write_atomic(report / "review.json", lambda t: t.write_text(json.dumps(data, indent=1)))
     index = _batch_page(reviews, timing_png, show_identifiers, len(model.labels))
     path = write_atomic(report / "index.html", lambda t: t.write_text(index, "utf-8"))

@@ -247,10 +247,13 @@ def validation_table(
                     "hd95": m.get("hd95"),
                     "volume_cm3": o.measure.volume_cm3,
                     "score": o.score,
+                    "score_intrinsic": max(
+                        (f.severity for f in o.flags if f.name != "model"), default=0.0
+                    ),
                     "confidence": round(conf, 4),
                     **{
                         f"sev_{k}": sev.get(k)
-                        for k in ("missing", "volume", "laterality", "fragments", "shape")
+                        for k in ("missing", "volume", "laterality", "fragments", "shape", "model")
                     },
                     "shape_error": o.shape_error,
                     "volume_z": o.volume_z,
@@ -261,12 +264,14 @@ def validation_table(
 
 #: Scores evaluated by :func:`flag_performance`: row key → description.
 SCORES: dict[str, str] = {
-    "score": "combined review score (max severity; shipped)",
+    "score": "combined review score (max severity of all flags; shipped)",
+    "score_intrinsic": "combined, without the model flag (contour-only flags)",
     "sev_missing": "missing organ",
     "sev_volume": "volume outside the training distribution",
     "sev_laterality": "laterality / off-midline",
     "sev_fragments": "disconnected fragments",
     "sev_shape": "SRM shape plausibility",
+    "sev_model": "model weak on this organ (checkpoint's validation Dice)",
     "uncertainty": "1 - mean network probability in the organ (not shipped: experiment)",
 }
 

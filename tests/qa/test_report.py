@@ -112,6 +112,7 @@ def test_report_files_and_content(batch: tuple[Path, list[Path]]) -> None:
         text = page.read_text()
         assert "pt_100" not in text and "neck_only" not in text and "truncated.nii" not in text
         assert "http://" not in text and "https://" not in text  # nothing fetched from a network
+    assert "truncated.nii" not in (report / "review.json").read_text()
     for key in studies:
         if studies[key]["state"] == "done":
             assert (report / f"{key}.html").is_file()
@@ -139,7 +140,8 @@ def test_report_in_headless_chromium(batch: tuple[Path, list[Path]]) -> None:
     report = out / "report"
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     data = json.loads((report / "review.json").read_text())
-    flagged_key = next(s["key"] for s in data["studies"] if s["flagged"])
+    flagged_key = next(s["key"] for s in data["studies"] if "Brainstem" in s["flagged"])
+    scored_key = next(s["key"] for s in data["studies"] if s["metrics"])
     with Browser() as b:
         b.get((report / "index.html").as_uri())
         assert b.run("return document.readyState") == "complete"
@@ -173,6 +175,14 @@ def test_report_in_headless_chromium(batch: tuple[Path, list[Path]]) -> None:
                 text = b.run("return document.body.innerText")
                 assert "missing: no voxel of this organ was segmented" in text
                 b.screenshot(ARTEFACTS / "qa_study_flagged.png")
+            if scored_key in link:
+                # reference contours drawn (dashed) and scored in the organ table
+                cells = b.run(
+                    "return Array.from(document.querySelectorAll('#organs tbody tr'))"
+                    ".map(r => r.cells[9].innerText)"
+                )
+                assert all(float(c) > 0 for c in cells)
+                b.screenshot(ARTEFACTS / "qa_study_reference.png")
         b.click("a[href='index.html']")
         assert b.url.endswith("/index.html")
         assert b.run("return document.querySelectorAll('#studies tbody tr').length") == 4
