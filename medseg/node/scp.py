@@ -119,6 +119,7 @@ def build_scp(
             )
             # rejected-permanent, service-user, calling AE title not recognised
             event.assoc.acse.send_reject(0x01, 0x01, 0x03)
+            event.assoc.kill()  # waits until the A-ASSOCIATE-RJ is out (as pynetdicom's own)
 
     def on_echo(event: Any) -> int:
         ae_title, host = _peer(event)

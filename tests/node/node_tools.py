@@ -171,6 +171,7 @@ class NodeProcess:
         data = yaml.safe_load(config.read_text())
         self.port = int(data["port"])
         self.output_dir = Path(data["output_dir"])
+        self.caller_ae = str(data["callers"][0]["ae_title"])  # for the readiness C-ECHO
 
     def start(self, timeout: float = 60) -> None:
         """Start the node and wait until it answers C-ECHO."""
@@ -191,7 +192,7 @@ class NodeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the node exited: {self.log.read_text()[-3000:]}")
             try:
-                echo(Destination(NODE_AE, "127.0.0.1", self.port), calling_ae=ORTHANC_AE,
+                echo(Destination(NODE_AE, "127.0.0.1", self.port), calling_ae=self.caller_ae,
                      timeout_s=2)  # fmt: skip
                 return True
             except Exception:
