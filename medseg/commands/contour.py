@@ -98,14 +98,30 @@ def _run_batch(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     _print_table(result.studies)
+    report = _write_report(result.output_dir, args.inputs)
     c = result.counts
     sys.stdout.write(
         f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped "
         f"({len(result.ran)} run now, {len(result.kept)} kept from earlier runs) in "
         f"{result.wall_s:.1f} s\noutputs: {result.output_dir / 'studies'}\n"
         f"manifest: {result.manifest}  (medseg contour status {result.output_dir})\n"
+        + (f"report: {report}  (medseg report {result.output_dir})\n" if report else "")
     )
     return result.exit_code
+
+
+def _write_report(output: Path, inputs: list[str]) -> Path | None:
+    """The batch's review report (medseg.qa); one that cannot be written is only a warning."""
+    import logging
+
+    from medseg.errors import MedsegError
+    from medseg.qa import write_report
+
+    try:
+        return write_report(output, inputs=inputs)
+    except MedsegError as exc:
+        logging.getLogger(__name__).warning("review report not written: %s", exc)
+        return None
 
 
 def _mean_dice(row: dict[str, Any]) -> str:
