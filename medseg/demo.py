@@ -218,7 +218,8 @@ def run_contour_demo(shared: Path, out: Path) -> int:
     _say(
         f"contour batch: exit status {code} (1 = some study failed: the truncated one) in "
         f"{time.perf_counter() - t0:.0f} s; outputs in {out / 'batch' / 'studies'}, manifest "
-        f"{out / 'batch' / 'manifest.sqlite'} (medseg contour status {out / 'batch'})"
+        f"{out / 'batch' / 'manifest.sqlite'} (medseg contour status {out / 'batch'}), review "
+        f"report {out / 'batch' / 'report' / 'index.html'}"
     )
     return code
 
