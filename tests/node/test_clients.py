@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -125,15 +126,18 @@ def test_medseg_send_and_echo_against_orthanc(
     try:
         address = f"ORTHANC@127.0.0.1:{orthanc.dicom_port}"
         assert main(["echo", address]) == 0
-        not_dicom = tmp_path / "notes.txt"
-        not_dicom.write_text("not DICOM")
-        code = main(["send", str(node_ct.folder), str(not_dicom), "--to", address])
+        folder = tmp_path / "to_send"
+        (folder / "sub").mkdir(parents=True)
+        for f in node_ct.files[:12]:  # a folder tree of DICOM files and one that is not
+            shutil.copy(f, folder / "sub" / f.name)
+        (folder / "notes.txt").write_text("not DICOM")
+        code = main(["send", str(folder), str(node_ct.files[12]), "--to", address])
         captured = capsys.readouterr()
         assert code == 1  # one file was not stored
-        assert f"{len(node_ct.files)} of {len(node_ct.files) + 1} file(s) stored" in captured.out
+        assert "13 of 14 file(s) stored" in captured.out
         assert "notes.txt" in captured.err
         (series,) = orthanc.series_of_study(node_ct.study_instance_uid)
-        assert len(series["Instances"]) == len(node_ct.files)
+        assert len(series["Instances"]) == 13
     finally:
         orthanc.stop()
     # Orthanc is gone: a clear error, exit status 2
