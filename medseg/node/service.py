@@ -152,6 +152,10 @@ class NodeService:
                 outcomes = self.engine.contour([self.spool.study_dir(h) for h in with_files])
             except MedsegError as exc:
                 outcomes = {h: StudyOutcome("failed", str(exc), (), ()) for h in with_files}
+            except Exception as exc:  # the cluster, not the studies: try them again later
+                if not self.stopping.is_set():
+                    self.state.requeue(list(by_hash), f"hand-over failed ({exc}); retried")
+                raise
         for h, row in by_hash.items():
             outcome = outcomes.get(h) or StudyOutcome(
                 "skipped", "no instance of this study is in the spool", (), ()

@@ -246,6 +246,17 @@ class NodeState:
                 out[h] = int(row[0]) if row else 0
         return out
 
+    def requeue(self, study_hashes: Sequence[str], reason: str) -> None:
+        """Studies whose hand-over broke (not the study's fault) wait one quiet time again."""
+        now = utc_now()
+        with self._tx() as db:
+            for h in study_hashes:
+                db.execute(
+                    "UPDATE node_studies SET state='receiving', reason=?, last_received_at=?, "
+                    "updated_at=? WHERE study_hash=? AND state='contouring'",
+                    (reason, now, now, h),
+                )
+
     def finish_contouring(
         self,
         study_hash: str,

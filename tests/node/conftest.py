@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from node_tools import (
     ORTHANC_AE,
+    PATIENT_ID,
+    PATIENT_NAME,
     REPO,
+    CtSeries,
+    NodeEnv,
     NodeProcess,
     Orthanc,
     free_port,
@@ -24,17 +27,6 @@ from node_tools import (
 )
 
 BIN = Path(sys.executable).parent
-#: Patient identifiers written into the test CT: they must never reach a log or a file name.
-PATIENT_NAME = "Secretname^Jane"
-PATIENT_ID = "PID-4711-SECRET"
-
-
-@dataclass(frozen=True)
-class CtSeries:
-    folder: Path
-    files: list[Path]
-    study_instance_uid: str
-    series_instance_uid: str
 
 
 @pytest.fixture(scope="session")
@@ -117,17 +109,6 @@ def _connectable(address: str) -> bool:
             return True
     except OSError:
         return False
-
-
-@dataclass
-class NodeEnv:
-    """A private Orthanc and a node (not started) whose only caller is that Orthanc."""
-
-    orthanc: Orthanc
-    node: NodeProcess
-    config: Path
-    port: int
-    output_dir: Path
 
 
 @pytest.fixture

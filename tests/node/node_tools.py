@@ -14,6 +14,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +26,21 @@ T = TypeVar("T")
 
 NODE_AE = "MEDSEG"
 ORTHANC_AE = "ORTHANC"
+
+
+#: Patient identifiers written into the test CT: they must never reach a log or a file name.
+PATIENT_NAME = "Secretname^Jane"
+PATIENT_ID = "PID-4711-SECRET"
+
+
+@dataclass(frozen=True)
+class CtSeries:
+    """A CT series written for the tests."""
+
+    folder: Path
+    files: list[Path]
+    study_instance_uid: str
+    series_instance_uid: str
 
 
 def free_port() -> int:
@@ -265,3 +281,14 @@ def write_node_config(
     }
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@dataclass
+class NodeEnv:
+    """A private Orthanc and a node (not started) whose only caller is that Orthanc."""
+
+    orthanc: Orthanc
+    node: NodeProcess
+    config: Path
+    port: int
+    output_dir: Path

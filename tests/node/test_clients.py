@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import CtSeries
-from node_tools import NodeProcess, Orthanc, free_port, wait_for, write_node_config
+from node_tools import (
+    CtSeries,
+    NodeProcess,
+    Orthanc,
+    free_port,
+    wait_for,
+    write_node_config,
+)
 from pydicom.uid import generate_uid
 
 from medseg.cli import main

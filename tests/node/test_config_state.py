@@ -106,6 +106,10 @@ def test_study_states_quiet_time_and_late_instances(tmp_path: Path) -> None:
     assert state.ready_studies(quiet_time_s=5) == []
     assert [r["study_hash"] for r in state.ready_studies(quiet_time_s=0)] == ["s1"]
     assert state.adopt_spooled(["s1", "s2"]) == ["s2"]  # spool folder without a row
+    state.start_contouring(["s2"])
+    state.requeue(["s2"], "hand-over failed (cluster gone); retried")  # not the study's fault
+    row = state.study("s2")
+    assert row is not None and row["state"] == "receiving" and "cluster gone" in row["reason"]
     state.close()
 
 

@@ -14,8 +14,7 @@ from typing import Any
 import numpy as np
 import pydicom
 import pytest
-from conftest import PATIENT_ID, PATIENT_NAME, CtSeries, NodeEnv
-from node_tools import ORTHANC_AE, Orthanc, wait_for
+from node_tools import ORTHANC_AE, PATIENT_ID, PATIENT_NAME, CtSeries, NodeEnv, Orthanc, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from conftest import CtSeries
-from node_tools import free_port, wait_for
+from node_tools import CtSeries, free_port, wait_for
 from pynetdicom import AE
 
 from medseg.node import NodeConfig, NodeState, Spool
