@@ -139,3 +139,16 @@ def test_sends_retry_then_succeed_or_give_up(tmp_path: Path) -> None:
     assert rows["rtstruct"]["first_try_at"] < rows["rtstruct"]["sent_at"]
     assert (rows["seg"]["state"], rows["seg"]["last_status"]) == ("failed", "0xA700")
     state.close()
+
+
+def test_listen_refuses_a_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from medseg.cli import main
+
+    bad = tmp_path / "node.yaml"
+    bad.write_text("output_dir: out\nport: 11112\ncallers: [{ae_title: PACS, host: h, port: 1}]\n"
+                   "quiet_time: 5\n")  # fmt: skip
+    assert main(["listen", "--config", str(bad)]) == 2
+    assert "unknown keys ['quiet_time']" in capsys.readouterr().err
+    assert main(["listen", "--config", str(tmp_path / "missing.yaml")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
