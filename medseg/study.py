@@ -136,16 +136,20 @@ class StudyResult:
 def check_output_folder(output_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
     """Fail early, with the fix, when ``output_dir`` cannot receive a study's outputs.
 
-    Checks (before any loading or prediction): no regular file in the way, the nearest existing
-    parent is a writable folder, and an existing output folder is replaced only with
-    ``overwrite`` and only when it holds medseg outputs (or nothing).
+    Checks (before any loading or prediction): no regular file in the way, a file can really be
+    created in the nearest existing parent (permissions, read-only mounts), and an existing
+    output folder is replaced only with ``overwrite`` and only when it holds medseg outputs (or
+    nothing). Leftovers of a killed earlier run for the same folder are cleaned up first.
 
     Raises
     ------
     InputError
         With what is wrong and how to fix it.
     """
+    from medseg.io.atomic import clean_stale_folders
+
     out = Path(output_dir)
+    clean_stale_folders(out)  # a killed earlier run's temporary folder, or its moved-aside outputs
     if out.exists() and not out.is_dir():
         raise InputError(f"output {out} exists and is not a folder; choose another output folder.")
     parent = out
@@ -159,11 +163,7 @@ def check_output_folder(output_dir: str | os.PathLike[str], *, overwrite: bool) 
             "output folder."
         )
     writable_dir = out.parent if out.exists() else parent
-    if not os.access(writable_dir, os.W_OK | os.X_OK):
-        raise InputError(
-            f"output {out}: the folder {writable_dir} is not writable by this user (read-only "
-            "folder or mount); choose a writable output folder or fix its permissions."
-        )
+    _probe_writable(writable_dir, out)
     if out.is_dir():
         try:
             entries = [p.name for p in out.iterdir()]
@@ -181,6 +181,21 @@ def check_output_folder(output_dir: str | os.PathLike[str], *, overwrite: bool) 
                 "folders. Choose a new or empty output folder."
             )
     return out
+
+
+def _probe_writable(folder: Path, out: Path) -> None:
+    """Create and remove a file in ``folder`` (permissions, read-only mounts, full quotas)."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=".medseg-write-test-", dir=folder)
+    except OSError as exc:
+        raise InputError(
+            f"output {out}: cannot write in {folder} ({exc.strerror or exc}); choose a writable "
+            "output folder or fix its permissions."
+        ) from exc
+    os.close(fd)
+    os.unlink(name)
 
 
 def is_complete_output(output_dir: str | os.PathLike[str]) -> bool:
@@ -278,6 +293,7 @@ def _provenance(
             "spacing_mm": [round(s, 6) for s in volume.spacing_mm],
             "orientation": volume.orientation,
             "modality": volume.modality,
+            "reader": list(volume.provenance),
             "study_instance_uid": src.study_instance_uid if src else None,
             "series_instance_uid": src.series_instance_uid if src else None,
             "modality_override": modality_override,
@@ -345,7 +361,8 @@ def segment_study(
     volume, input_name = _load(source)
     if dicom_formats and volume.source is None:
         _no_dicom(dicom_formats, input_name)
-    warnings: list[str] = []
+    # what the reader chose or fixed (ambiguous series choice, tilt, gaps) is for the reviewer
+    warnings: list[str] = list(volume.provenance[1:]) if volume.source is not None else []
     problem = check_modality(volume)
     override = None
     if problem is not None:
@@ -400,15 +417,21 @@ def _write_outputs(
     from medseg.io.atomic import write_folder_atomic
 
     t2 = time.perf_counter()
-    with write_folder_atomic(out, replace=opts.overwrite) as tmp:
-        if "seg" in opts.formats or "rtstruct" in opts.formats:
-            _write_dicom(labels, volume, tmp, predictor, opts)
-        record["timings"] = {
-            **timings,
-            "export_dicom_s": round(time.perf_counter() - t2, 3),
-            "total_s": round(time.perf_counter() - t0, 3),  # before the NIfTI is written
-        }
-        save_labels(labels, tmp / OUTPUT_FILES["nifti"], extra=record)
+    try:
+        with write_folder_atomic(out, replace=opts.overwrite) as tmp:
+            if "seg" in opts.formats or "rtstruct" in opts.formats:
+                _write_dicom(labels, volume, tmp, predictor, opts)
+            record["timings"] = {
+                **timings,
+                "export_dicom_s": round(time.perf_counter() - t2, 3),
+                "total_s": round(time.perf_counter() - t0, 3),  # before the NIfTI is written
+            }
+            save_labels(labels, tmp / OUTPUT_FILES["nifti"], extra=record)
+    except FileExistsError as exc:
+        raise InputError(
+            f"output folder {out} appeared while this study was running (another process?); "
+            "pass --overwrite or choose another output folder."
+        ) from exc
     return {f: out / OUTPUT_FILES[f] for f in (*opts.formats, "json")}
 
 

@@ -15,11 +15,17 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from glob import escape as glob_escape
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["clean_stale_folders", "write_atomic", "write_folder_atomic"]
+__all__ = [
+    "clean_stale_files",
+    "clean_stale_folders",
+    "write_atomic",
+    "write_folder_atomic",
+]
 
 
 def _full_suffix(name: str) -> str:
@@ -30,7 +36,9 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], object])
     """Call ``writer(tmp)`` on a temporary file beside ``path``, then rename it into place.
 
     The temporary file keeps ``path``'s suffix and the result gets ordinary ``0o644``
-    permissions (``mkstemp`` would leave ``0o600``). The parent folder is created.
+    permissions (``mkstemp`` would leave ``0o600``). The parent folder is created. Temporary
+    files that a killed earlier writer of the same ``path`` left behind are removed first (their
+    names carry the writer's host and process id).
 
     Examples
     --------
@@ -42,8 +50,9 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], object])
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_files(p)
     fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{p.name}.", suffix=".tmp" + _full_suffix(p.name), dir=p.parent
+        prefix=f".{p.name}.{_owner_tag()}-", suffix=".tmp" + _full_suffix(p.name), dir=p.parent
     )
     os.close(fd)
     tmp = Path(tmp_name)
@@ -55,6 +64,31 @@ def write_atomic(path: str | os.PathLike[str], writer: Callable[[Path], object])
         if tmp.exists():
             tmp.unlink()
     return p
+
+
+def clean_stale_files(path: str | os.PathLike[str], *, max_age_s: float = 86400.0) -> list[Path]:
+    """Remove temporary files of :func:`write_atomic` for ``path`` whose writer is gone.
+
+    A writer killed between creating its temporary file and renaming it leaves
+    ``.<name>.<host>-<pid>-<random>.tmp<suffix>``; it is removed when that process no longer runs
+    on this host (or, from another host, when older than ``max_age_s``).
+    """
+    p = Path(path)
+    prefix = f".{p.name}."
+    removed: list[Path] = []
+    if not p.parent.is_dir():
+        return removed
+    for tmp in p.parent.glob(glob_escape(prefix) + "*.tmp*"):
+        tag = tmp.name[len(prefix) :].split(".tmp", 1)[0]
+        try:
+            mtime = tmp.lstat().st_mtime
+        except FileNotFoundError:
+            continue
+        if tmp.is_file() and _is_stale(tag, "", max_age_s, mtime):
+            tmp.unlink(missing_ok=True)
+            logger.info("removed leftover %s of an interrupted write", tmp)
+            removed.append(tmp)
+    return removed
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +133,7 @@ def clean_stale_folders(dest: str | os.PathLike[str], *, max_age_s: float = 8640
         return []
     done: list[Path] = []
     for prefix in (f".{d.name}{_PARTIAL}", f".{d.name}{_OLD}"):
-        for p in sorted(d.parent.glob(prefix + "*")):
+        for p in sorted(d.parent.glob(glob_escape(prefix) + "*")):
             try:
                 mtime = p.lstat().st_mtime
             except FileNotFoundError:

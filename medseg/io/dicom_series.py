@@ -17,7 +17,10 @@ Selection rules (applied in this order):
 4. Series with a modality other than ``modality`` (when set) or fewer than ``min_slices``
    slices are not candidates.
 5. Among the candidates: best rank in ``modality_preference``, then most slices, then largest
-   matrix. The choice and the reason are logged at INFO level.
+   matrix, then the lowest SeriesInstanceUID (so the choice never depends on file order). The
+   choice and the reason go into the Volume's ``provenance``; when the best candidates tie on
+   every rule the choice is also logged as a WARNING and recorded as ambiguous (give
+   ``series_instance_uid`` to choose).
 """
 
 from __future__ import annotations
@@ -46,7 +49,16 @@ from medseg.volume import DicomSource, Volume, orientation_code
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DicomReadOptions", "SeriesSummary", "load_dicom_series", "scan_dicom_tree"]
+#: Start of the selection reason (and provenance entry) when the choice between series was a tie.
+AMBIGUOUS_SELECTION = "ambiguous series selection"
+
+__all__ = [
+    "AMBIGUOUS_SELECTION",
+    "DicomReadOptions",
+    "SeriesSummary",
+    "load_dicom_series",
+    "scan_dicom_tree",
+]
 
 _PLANES = ("axial", "coronal", "sagittal")
 
@@ -261,7 +273,8 @@ def _filter_instances(
 
 def _select_series(
     groups: list[SeriesGroup], options: DicomReadOptions, root: Path
-) -> tuple[SeriesGroup, list[InstanceHeader], list[str]]:
+) -> tuple[SeriesGroup, list[InstanceHeader], str]:
+    """The series to load, its kept instances and why it was chosen."""
     image_groups = []
     for g in groups:
         if g.is_image:
@@ -323,17 +336,25 @@ def _select_series(
         m = pref.index(g.modality) if g.modality in pref else len(pref)
         return (m, -len(kept), -(kept[0].rows * kept[0].columns))
 
-    candidates.sort(key=rank)
+    candidates.sort(key=lambda item: (*rank(item), item[0].series_instance_uid))
     chosen, kept = candidates[0]
-    why = (
-        "only candidate"
-        if len(candidates) == 1
-        else f"best of {len(candidates)} by modality preference {pref}, then slice count"
-    )
+    ties = [g for g, k in candidates[1:] if rank((g, k)) == rank(candidates[0])]
+    if len(candidates) == 1:
+        why = "only candidate"
+    elif ties:
+        why = (
+            f"{AMBIGUOUS_SELECTION}: {len(ties) + 1} series are equally good by modality "
+            f"preference, slice count and matrix ({chosen.name}, "
+            f"{', '.join(g.name for g in ties)}); chose {chosen.name}, the lowest "
+            "SeriesInstanceUID. Give series_instance_uid to choose another."
+        )
+        logger.warning("%s: %s", root, why)
+    else:
+        why = f"best of {len(candidates)} by modality preference {pref}, then slice count"
     logger.info(
         "%s: chose %s (%s, %d slices): %s", root, chosen.name, chosen.modality, len(kept), why
     )
-    return chosen, kept, rejected
+    return chosen, kept, why
 
 
 def _dedupe(geom: SliceGeometry) -> list[InstanceHeader]:
@@ -380,9 +401,11 @@ def load_dicom_series(
     instances, unreadable = scan_instances(root)
     if not instances:
         raise InputError(_no_dicom_message(root, unreadable))
-    group, kept, _ = _select_series(group_series(instances), options, root)
+    group, kept, why = _select_series(group_series(instances), options, root)
     name = group.name
-    provenance = [f"DICOM {name} ({group.modality}) from {len(kept)} instance(s)"]
+    provenance = [f"DICOM {name} ({group.modality}) from {len(kept)} instance(s): {why}"]
+    if why.startswith(AMBIGUOUS_SELECTION):
+        provenance.append(why)
     geom = geometry_or_raise(kept, name)
     if options.drop_duplicates and any(p.code == "duplicate_positions" for p in geom.problems):
         deduped = _dedupe(geom)

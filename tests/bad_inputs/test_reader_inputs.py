@@ -11,12 +11,10 @@ then through ``medseg info`` in-process: exit status 2, the message on stderr, n
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gzip
-import os
 import shutil
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +23,7 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from permissions import permissions_enforced
 
 from medseg.cli import main
 from medseg.errors import GeometryError, InputError, MedsegError
@@ -34,50 +33,6 @@ CORRUPT = "corrupt or truncated compressed data"
 DENIED = "permission denied"
 
 Builder = Callable[[Path, Path], Path]  # (tmp_path, shared_data) -> input path
-
-
-# --- dropping root's permission override for the unreadable-path cases ---------------------
-
-_CAP_DAC_OVERRIDE, _CAP_DAC_READ_SEARCH = 1, 2
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-@contextlib.contextmanager
-def permissions_enforced() -> Iterator[None]:
-    """Make file permissions apply to this thread even when the tests run as root.
-
-    Root bypasses read permissions through CAP_DAC_OVERRIDE / CAP_DAC_READ_SEARCH; dropping them
-    from the *effective* set of this thread (they stay permitted, so they are restored after)
-    makes ``chmod 000`` deny access as it does for a normal user.
-    """
-    if os.geteuid() != 0:
-        yield
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3
-    data = (_CapData * 2)()
-    if libc.capget(ctypes.byref(header), data) != 0:
-        raise OSError(ctypes.get_errno(), "capget failed")
-    saved = data[0].effective
-    data[0].effective &= ~((1 << _CAP_DAC_OVERRIDE) | (1 << _CAP_DAC_READ_SEARCH))
-    if libc.capset(ctypes.byref(header), data) != 0:
-        raise OSError(ctypes.get_errno(), "capset failed")
-    try:
-        yield
-    finally:
-        data[0].effective = saved
-        libc.capset(ctypes.byref(header), data)
 
 
 # --- real inputs copied into tmp_path --------------------------------------------------------
