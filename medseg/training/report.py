@@ -27,6 +27,7 @@ __all__ = [
     "plot_learning_curves",
     "plot_overlay",
     "pool_folds",
+    "release_checkpoint",
     "results_table",
     "run_validation_folders",
 ]
@@ -211,3 +212,49 @@ def plot_overlay(
     ax[1].set_title(f"sagittal column {col}", fontsize=9)
     fig.tight_layout()
     return write_atomic(out, lambda tmp: fig.savefig(tmp, dpi=70, format="png"))
+
+
+def release_checkpoint(
+    run_dir: str | os.PathLike[str],
+    destination: str | os.PathLike[str],
+    *,
+    checkpoint: str = "last.pt",
+    extra_metrics: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a run's checkpoint for shipping: weights and metadata, no optimiser state.
+
+    The run's last validation row (``log.csv``: per-organ Dice on the validation patients,
+    through the Predictor) and its schedule (epochs, steps, minutes) become the checkpoint's
+    ``metrics``, so tools that read a model's validation figures (e.g. the QA review) see them.
+    """
+    from medseg.models import load_checkpoint, save_checkpoint
+
+    run = Path(run_dir)
+    model, info = load_checkpoint(run / checkpoint)
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    validated = [r for r in rows if r.get("val_mean_dice")]
+    if not validated:
+        raise ConfigError(f"{run}: log.csv has no validation row to record.")
+    last = validated[-1]
+    names = list(info.label_map.names)
+    cases = json.loads((run / "cases.json").read_text())
+    metrics: dict[str, Any] = {
+        "val_mean_dice": float(last["val_mean_dice"]),
+        "val_dice": {n: float(last[f"dice_{n}"]) for n in names},
+        "val_cases": cases["val"],
+        "epoch": int(last["epoch"]),
+        "steps": int(last["step"]),
+        "train_minutes": round(float(last["elapsed_s"]) / 60, 1),
+        **dict(extra_metrics or {}),
+    }
+    return save_checkpoint(
+        destination,
+        model,
+        model_name=info.model_name,
+        model_options=info.model_options,
+        label_map=info.label_map,
+        preprocessing=info.preprocessing,
+        config=info.config,
+        metrics=metrics,
+        case_ids=cases["train"],
+    )
