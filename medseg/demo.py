@@ -2,6 +2,9 @@
 
 What it does (``make demo``):
 
+0. The batch job (``medseg contour``): three OpenKBP CTs written as a PACS-style DICOM export (one
+   file cut short), contoured on the embedded Dask cluster with a SQLite manifest and the review
+   report; the broken study fails with its reason, the others are done.
 1. Takes one OpenKBP head-and-neck CT (``../shared/data/openkbp_hn_ct``; by default pt_112, one of
    the six patients the shipped ``hn_oar`` model did not see in training) and writes it as an
    anonymised DICOM CT series, the way a planning system would hand it over.
@@ -55,9 +58,7 @@ def run_demo(shared: Path, out: Path, *, patient: str = "pt_112", n_photos: int 
             f"demo data not found: {patient_dir}. The demo reads ../shared/data beside the "
             "checkout; pass --shared PATH to point elsewhere."
         )
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
+    out.mkdir(parents=True, exist_ok=True)
     summary: dict = {"patient": patient}
 
     # 1. OpenKBP CT -> anonymised DICOM series
@@ -169,8 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        run_demo(args.shared, args.out, patient=args.patient)
+        if args.out.exists():  # replace an earlier demo run
+            shutil.rmtree(args.out)
+        # the main job as a department runs it: a batch of studies from a PACS export
         run_contour_demo(args.shared, args.out / "contour")
+        # one study step by step: segment, export, read the RTSTRUCT back, score, overlay; photos
+        run_demo(args.shared, args.out, patient=args.patient)
     except InputError as exc:
         sys.stderr.write(f"demo: error: {exc}\n")
         return 2
