@@ -19,10 +19,12 @@ def test_there_are_notebooks() -> None:
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path: Path, shared_data: Path) -> None:
     nb = nbformat.read(path, as_version=4)
+    before = sorted(p.name for p in path.parent.iterdir())
     client = NotebookClient(
         nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}
     )
     client.execute()
+    assert sorted(p.name for p in path.parent.iterdir()) == before  # outputs go to temp folders
     errors = [
         out
         for cell in nb.cells
