@@ -215,6 +215,17 @@ def _load_srm(cfg: TrainConfig, k: int, device: torch.device) -> nn.Module:
             f"{cfg.srm.checkpoint}: expected an SRM over {k} classes; got {info.model_name} "
             f"with {info.model_options}."
         )
+    ours, theirs = cfg.preprocessing, info.preprocessing
+    if (
+        not np.allclose(ours.spacing_mm, theirs.spacing_mm)
+        or ours.orientation != theirs.orientation
+    ):
+        raise ModelError(
+            f"{cfg.srm.checkpoint}: the SRM learned shapes at {theirs.spacing_mm} mm "
+            f"({theirs.orientation}), this run segments at {ours.spacing_mm} mm "
+            f"({ours.orientation}); shapes on another grid would regularise wrongly. Point "
+            "srm.checkpoint to a new file to train an SRM on this grid."
+        )
     return model
 
 
