@@ -17,6 +17,7 @@ slower (float16 on a CPU without native float16: the same window took 42 s).
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 
@@ -29,6 +30,7 @@ __all__ = [
     "CudaUnavailableError",
     "autocast",
     "autocast_dtype",
+    "cpu_count",
     "cpu_has_native_bf16",
     "resolve_device",
     "resolve_precision",
@@ -198,3 +200,11 @@ def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
     torch.bfloat16
     """
     return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask; ``os.cpu_count`` elsewhere)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -64,18 +63,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_segment)
 
 
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def run_segment(args: argparse.Namespace) -> int:
     """Handler of ``medseg segment``: parse, call :func:`~medseg.study.segment_study`, print."""
     from tqdm import tqdm
 
     from medseg.inference import InferenceConfig, Predictor, fix_mmap_threshold
+    from medseg.runtime import cpu_count
     from medseg.study import StudyOptions, check_output_folder, segment_study
 
     options = StudyOptions(
@@ -90,7 +83,7 @@ def run_segment(args: argparse.Namespace) -> int:
     check_output_folder(args.output, overwrite=args.overwrite)  # before loading the model
     fix_mmap_threshold()  # freed activations go back to the system (medseg.inference.allocator)
     predictor = Predictor.from_checkpoint(
-        args.model, device=args.device, config=config, num_threads=_cpu_count()
+        args.model, device=args.device, config=config, num_threads=cpu_count()
     )
     bars: list[Any] = []
 

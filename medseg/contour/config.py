@@ -20,6 +20,7 @@ from typing import Any
 
 from medseg.config import checked_mapping
 from medseg.errors import ConfigError
+from medseg.runtime import cpu_count
 
 __all__ = [
     "TG263_NAME_MAP",
@@ -172,20 +173,13 @@ class ClusterConfig:
         >>> ClusterConfig().resolved_workers(cpus=16), ClusterConfig(workers=3).resolved_workers(2)
         (4, 3)
         """
-        n = cpus if cpus is not None else _cpu_count()
+        n = cpus if cpus is not None else cpu_count()
         return self.workers or max(1, n // 4)
 
     def resolved_torch_threads(self, cpus: int | None = None) -> int:
         """Forward-pass threads per worker: ``torch_threads`` or the cores shared by workers."""
-        n = cpus if cpus is not None else _cpu_count()
+        n = cpus if cpus is not None else cpu_count()
         return self.torch_threads or max(1, n // self.resolved_workers(n))
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

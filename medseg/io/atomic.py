@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "clean_stale_files",
     "clean_stale_folders",
+    "fsync_folder",
     "write_atomic",
     "write_folder_atomic",
 ]
@@ -158,10 +159,11 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fd)
             finally:
                 os.close(fd)
-    _fsync_dir(folder)
+    fsync_folder(folder)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_folder(folder: str | os.PathLike[str]) -> None:
+    """``fsync`` a folder, so that a rename or a new file in it survives a power loss."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -218,7 +220,7 @@ def write_folder_atomic(
             os.rename(d, old)
         os.rename(tmp, d)
         if durable:
-            _fsync_dir(d.parent)
+            fsync_folder(d.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     finally:

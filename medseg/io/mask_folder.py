@@ -120,8 +120,8 @@ def _stem(p: Path) -> str:
     return p.stem
 
 
-def _listdir(folder: Path) -> list[Path]:
-    """Entries of ``folder``, sorted; an unreadable folder is a clean InputError."""
+def list_folder(folder: Path) -> list[Path]:
+    """Entries of ``folder``, sorted; an unreadable or missing folder is a clean InputError."""
     try:
         return sorted(folder.iterdir())
     except PermissionError as exc:
@@ -138,7 +138,7 @@ def _listdir(folder: Path) -> list[Path]:
 def _mask_files(folder: Path) -> list[Path]:
     return [
         f
-        for f in _listdir(folder)
+        for f in list_folder(folder)
         if not f.name.startswith(".") and f.name.lower().endswith(_MASK_SUFFIXES) and f.is_file()
     ]
 
@@ -181,7 +181,7 @@ def looks_like_mask_folder(path: str | os.PathLike[str]) -> bool:
         return True
     if not _mask_files(p):
         return False
-    return not any(d.is_dir() and _mask_files(_resolve(d)) for d in _listdir(p))
+    return not any(d.is_dir() and _mask_files(_resolve(d)) for d in list_folder(p))
 
 
 def is_mask_folder(path: str | os.PathLike[str]) -> bool:

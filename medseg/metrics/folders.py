@@ -30,6 +30,7 @@ from medseg.errors import GeometryError, InputError
 from medseg.io.mask_folder import (
     MaskSet,
     is_mask_folder,
+    list_folder,
     looks_like_mask_folder,
     read_mask_folder,
 )
@@ -73,25 +74,13 @@ def case_name(path: str | os.PathLike[str]) -> str:
     return name
 
 
-def _entries(folder: Path) -> list[Path]:
-    try:
-        return sorted(folder.iterdir())
-    except PermissionError as exc:
-        raise InputError(
-            f"{folder}: permission denied when listing the folder; make it readable "
-            "(chmod u+rx) or run as a user who can read it."
-        ) from exc
-    except OSError as exc:
-        raise InputError(f"{folder}: cannot list the folder ({exc.strerror or exc}).") from exc
-
-
 def _is_single_input(p: Path) -> bool:
     """True when ``p`` is one segmentation (a file, mask folder, OpenKBP or DICOM folder)."""
     if p.is_file():
         return True
     if not p.is_dir():
         raise InputError(f"{p}: no such file or folder.")
-    entries = _entries(p)
+    entries = list_folder(p)
     if is_mask_folder(p) or (p / "ct.csv").is_file() or (p / "ct.csv.gz").is_file():
         return True
     from medseg.io.image_files import detect_file_format
@@ -117,7 +106,7 @@ def find_case_pairs(
 
     def entries(d: Path) -> dict[str, Path]:
         out: dict[str, Path] = {}
-        for e in _entries(d):
+        for e in list_folder(d):
             if e.name.startswith(".") or e.name.lower().endswith(".json"):
                 continue
             if e.is_dir() or e.name.lower().endswith(_LABEL_SUFFIXES):
@@ -151,7 +140,7 @@ def _dicom_label_file(folder: Path) -> Path:
 
 
 def _not_a_label_folder(folder: Path) -> InputError:
-    files = [e.name for e in _entries(folder) if not e.name.startswith(".")]
+    files = [e.name for e in list_folder(folder) if not e.name.startswith(".")]
     shown = ", ".join(files[:5]) + (", ..." if len(files) > 5 else "") if files else "nothing"
     return InputError(
         f"{folder}: a folder, but not a segmentation medseg can read: it holds {shown} -- no mask "
@@ -212,7 +201,7 @@ def read_segmentation(
         from medseg.io.dicom_scan import contains_dicom
         from medseg.io.openkbp import is_openkbp_folder
 
-        _entries(p)  # a folder we cannot list is a clean error, before any reader sees it
+        list_folder(p)  # a folder we cannot list is a clean error, before any reader sees it
         if is_openkbp_folder(p):
             return load_labels(p)
         if contains_dicom(p):

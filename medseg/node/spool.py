@@ -21,6 +21,7 @@ import re
 import tempfile
 from pathlib import Path
 
+from medseg.io.atomic import fsync_folder
 from medseg.io.dicom_scan import uid_hash
 
 logger = logging.getLogger(__name__)
@@ -40,14 +41,6 @@ def is_uid(value: str) -> bool:
     (True, False, False)
     """
     return 0 < len(value) <= 64 and bool(_UID.match(value))
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class Spool:
@@ -107,9 +100,9 @@ class Spool:
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
             raise
-        _fsync_dir(folder)
+        fsync_folder(folder)
         if new_folder:
-            _fsync_dir(self.root)
+            fsync_folder(self.root)
         return target
 
     def studies(self) -> list[str]:

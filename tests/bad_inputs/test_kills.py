@@ -18,14 +18,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
+from tiny_models import tiny_checkpoint
 
 from medseg.cli import main
-from medseg.io.openkbp import OPENKBP_OARS
-from medseg.models import build_model, save_checkpoint
-from medseg.preprocess import PreprocessingSpec
 from medseg.study import is_complete_output
-from medseg.volume import LabelMap
 
 pytestmark = pytest.mark.slow
 
@@ -74,16 +70,9 @@ CHILD = textwrap.dedent(
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = build_model("unet3d", in_channels=1, out_channels=8, channels=(4, 8))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(
-        path,
-        net,
-        model_name="unet3d",
-        model_options={"in_channels": 1, "out_channels": 8, "channels": [4, 8]},
-        label_map=LabelMap.from_names(list(OPENKBP_OARS)),
-        preprocessing=PreprocessingSpec((6.0, 8.0, 8.0), "SPL", (-500.0, 500.0), (16, 32, 32)),
+    """A tiny random-weight checkpoint naming the seven OpenKBP organs."""
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", (6.0, 8.0, 8.0), (16, 32, 32)
     )
 
 

@@ -12,30 +12,21 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
 from permissions import permissions_enforced
+from tiny_models import tiny_checkpoint
 
 from medseg.cli import main
 from medseg.io import load_volume
 from medseg.io.dicom_write import write_dicom_series
-from medseg.io.openkbp import OPENKBP_OARS
-from medseg.models import build_model, save_checkpoint
-from medseg.preprocess import PreprocessingSpec, crop
-from medseg.volume import LabelMap, Volume
+from medseg.preprocess import crop
+from medseg.volume import Volume
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = build_model("unet3d", in_channels=1, out_channels=8, channels=(4, 8))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(
-        path,
-        net,
-        model_name="unet3d",
-        model_options={"in_channels": 1, "out_channels": 8, "channels": [4, 8]},
-        label_map=LabelMap.from_names(list(OPENKBP_OARS)),
-        preprocessing=PreprocessingSpec((6.0, 8.0, 8.0), "SPL", (-500.0, 500.0), (16, 32, 32)),
+    """A tiny random-weight checkpoint naming the seven OpenKBP organs."""
+    return tiny_checkpoint(
+        tmp_path_factory.mktemp("ckpt") / "tiny.pt", (6.0, 8.0, 8.0), (16, 32, 32)
     )
 
 

@@ -9,32 +9,19 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-import torch
+from tiny_models import tiny_checkpoint
 
 from medseg.cli import main
 from medseg.io import load_labels, load_volume
 from medseg.io.dicom_write import write_dicom_series
 from medseg.io.openkbp import OPENKBP_OARS
-from medseg.models import build_model, save_checkpoint
-from medseg.preprocess import PreprocessingSpec, crop
-from medseg.volume import LabelMap
+from medseg.preprocess import crop
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random-weight unet3d checkpoint naming the seven OpenKBP organs."""
-    torch.manual_seed(0)
-    options = {"in_channels": 1, "out_channels": 8, "channels": [4, 8]}
-    net = build_model("unet3d", in_channels=1, out_channels=8, channels=(4, 8))
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    return save_checkpoint(
-        path,
-        net,
-        model_name="unet3d",
-        model_options=options,
-        label_map=LabelMap.from_names(list(OPENKBP_OARS)),
-        preprocessing=PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (48, 64, 64)),
-    )
+    """A tiny random-weight checkpoint naming the seven OpenKBP organs."""
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
 
 
 def test_segment_openkbp_folder(
