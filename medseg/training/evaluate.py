@@ -31,6 +31,7 @@ logger = logging.getLogger(__name__)
 __all__ = [
     "CaseScores",
     "evaluate_checkpoint",
+    "grid_ceiling_dice",
     "reconstruction_dice",
     "srm_reconstruction_dice",
 ]
@@ -162,3 +163,27 @@ def srm_reconstruction_dice(
     if info.model_name != "srm":
         raise ModelError(f"{checkpoint}: holds a {info.model_name!r} model, not an SRM.")
     return reconstruction_dice(model, list(info.label_map.names), info.preprocessing, case_folders)
+
+
+def grid_ceiling_dice(
+    case_folders: Sequence[str | os.PathLike[str]], spec: PreprocessingSpec, names: Sequence[str]
+) -> dict[str, float]:
+    """Mean Dice per organ of the *reference* after a round trip through the model's grid.
+
+    Each clinical label map is brought to ``spec``'s grid (nearest neighbour, as training does)
+    and back to its own grid the way the Predictor returns labels; the Dice against the original
+    is what a model that is perfect on its grid can reach at best: the cost of the grid alone.
+    """
+    from medseg.preprocess import apply_spec, reorient, resample_to_grid
+
+    scores = []
+    for folder in case_folders:
+        ref = load_openkbp_labels(folder, list(names)).volume
+        on_grid = apply_spec(ref, spec, order=0)
+        canonical = reorient(ref, spec.orientation)
+        back = resample_to_grid(on_grid, canonical, order=0, fill_value=0)
+        back = reorient(back, ref.orientation)
+        ids = range(1, len(names) + 1)
+        scores.append(dice_per_label(back.array, ref.array, ids))
+    mean = np.nanmean(np.array(scores, dtype=float), axis=0)
+    return {n: float(v) for n, v in zip(names, mean, strict=True)}
