@@ -50,6 +50,28 @@ def _removed_on_failure(out: Path) -> Iterator[list[Path]]:
         raise
 
 
+def _remove_interrupted_outputs(out: Path, names: Sequence[str]) -> list[Path]:
+    """Remove this run's output files left by an earlier run that was killed before finishing.
+
+    ``predictions.json`` is written last and lists every mask and overlay of a complete run; an
+    output folder holding some of ``names`` but no ``predictions.json`` is what a killed run
+    leaves. Only files this run is about to write are removed (never other files).
+    """
+    if not out.is_dir() or (out / "predictions.json").exists():
+        return []
+    stale = [out / n for n in names if (out / n).is_file()]
+    for path in stale:
+        path.unlink()
+    if stale:
+        logger.warning(
+            "%s: removed %d output file(s) of an earlier run that did not finish (no "
+            "predictions.json)",
+            out,
+            len(stale),
+        )
+    return stale
+
+
 def predict_files(  # noqa: PLR0913 -- every option after out_dir is keyword-only
     images: Sequence[str | Path],
     out_dir: str | Path,
@@ -121,6 +143,7 @@ def predict_files(  # noqa: PLR0913 -- every option after out_dir is keyword-onl
     sizes = [check_photo(p) for p in paths]
     out = Path(out_dir)
     names = [n for s in stems for n in (f"{s}_mask.png", f"{s}_overlay.png")]
+    _remove_interrupted_outputs(out, names)
     check_output_folder(out, [*names, "predictions.json"], overwrite=overwrite)
     net, info = load_photo_model(model, device=device)
     defaults = info.prediction_defaults()

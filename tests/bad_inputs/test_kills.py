@@ -55,6 +55,20 @@ CHILD = textwrap.dedent(
                 die()
             real_rename(a, b)
         atomic.os.rename = rename_twice
+    elif moment == "third_write":  # some files of a multi-file output written, not all
+        real_write = atomic.write_atomic
+        count = []
+        def write_twice(path, writer):
+            count.append(path)
+            if len(count) == 3:
+                die()
+            return real_write(path, writer)
+        atomic.write_atomic = write_twice
+        import medseg.photo.outputs as outputs
+        import medseg.photo.predict as predict
+        for module in (outputs, predict):
+            if hasattr(module, "write_atomic"):
+                module.write_atomic = write_twice
     elif moment == "mid_predict":
         from medseg.inference import sliding_window as sw
         real = sw.gaussian_importance_map
@@ -141,3 +155,31 @@ def test_evaluate_and_export_killed_before_rename(shared_data: Path, tmp_path: P
     assert main(argv) == 0
     assert json.loads(out_json.read_text())
     assert _hidden(tmp_path) == []  # ...and the rerun removed it
+
+
+def test_photo_predict_killed_midway_then_rerun(shared_data: Path, tmp_path: Path) -> None:
+    images = sorted((shared_data / "fuseg_wound" / "train" / "images").glob("*.png"))[:3]
+    out = tmp_path / "photos"
+    argv = ["photo", "predict", *map(str, images), "-o", str(out), "--device", "cpu"]
+    killed = _run("third_write", [*argv, "--no-progress"])
+    assert killed.returncode == -signal.SIGKILL
+    left = sorted(p.name for p in out.iterdir())
+    assert "predictions.json" not in left and left  # an incomplete set: some files, no index
+    assert main([*argv, "--no-progress"]) == 0  # recognised and replaced without --overwrite
+    index = json.loads((out / "predictions.json").read_text())
+    assert [r["stem"] for r in index["images"]] == [p.stem for p in images]
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["predictions.json", *(f"{p.stem}_{k}.png" for p in images for k in ("mask", "overlay"))]
+    )
+
+
+def test_export_killed_before_rename(shared_data: Path, tmp_path: Path) -> None:
+    ct = shared_data / "dcmqi_ct3slice_seg"
+    series, seg = ct / "ct-3slice", ct / "liver_seg.nrrd"
+    out = tmp_path / "seg.dcm"
+    argv = ["export", str(seg), "--reference", str(series), "--format", "seg", "-o", str(out)]
+    killed = _run("before_rename", argv)
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists() and _hidden(tmp_path) != []
+    assert main(argv) == 0
+    assert out.stat().st_size > 0 and _hidden(tmp_path) == []
