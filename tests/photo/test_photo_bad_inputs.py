@@ -257,7 +257,9 @@ def test_12000_pixel_jpeg_is_predicted_at_full_resolution_in_bounded_memory(
     )
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout.splitlines()[-1])
-    assert report["peak_mib"] < 2500, report  # was about 7 GB before the downscaled path
+    # was about 7 GB before the downscaled path; measured 1.9 GB alone and up to 3.3 GB inside
+    # the full suite on a loaded machine (allocator behaviour), so the bound has that margin
+    assert report["peak_mib"] < 4000, report
     mask = read_mask(out / "big_mask.png")
     assert mask.shape == (12000, 12000)
     # the wound measured at full resolution: its area scales with the 12000 / 512 zoom
