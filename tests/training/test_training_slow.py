@@ -9,16 +9,19 @@ from pathlib import Path
 
 import pytest
 import torch
+from monai.inferers import sliding_window_inference
 
 from medseg.cli import main
+from medseg.metrics import dice_per_label
 from medseg.models import load_checkpoint
 from medseg.training import load_train_config, train
+from medseg.training.data import CachedPreparedd
 
 pytestmark = pytest.mark.slow
 
-OVERFIT_EPOCHS = 250
+OVERFIT_EPOCHS = 320
 #: organs with >= 40 voxels on the 8-mm test grid; Esophagus (12 voxels) and Larynx (27) are
-#: not reliably learned in 250 steps at this grid (their Dice stays at 0 in a CPU-budget run).
+#: not reliably learned in 320 steps at this grid (their Dice stays at 0 in a CPU-budget run).
 OVERFIT_ORGANS = ("Brainstem", "SpinalCord", "LeftParotid", "RightParotid", "Mandible")
 
 
@@ -30,9 +33,13 @@ def _write(path: Path, text: str) -> Path:
 def test_small_unet_overfits_one_real_patient(tmp_path: Path, shared_data: Path) -> None:
     """Proves the loop: patches, loss, optimiser, validation and checkpoints fit one patient.
 
+    The fit is measured on the model's 6 × 8 × 8 mm grid: the loop's own validation goes through
+    the shipped Predictor onto the ~4 mm source grid, where even a perfect 8-mm label map scores
+    only 0.6–0.8 Dice (the grid's cost), so it cannot show a fit above 0.9.
+
     The data root holds pt_4 twice (symlinks), so the loop trains on one copy and validates
     on the other, i.e. the logged validation Dice is the training-set Dice. Float32
-    (``amp: false``): this 250-step budget was sized for it; under bf16 autocast the same
+    (``amp: false``): this 320-step budget was sized for it; under bf16 autocast the same
     budget left one of the asserted organs below 0.9 in CI. The bf16 path is exercised by
     the CLI test below and by the runs in docs/models/hn_oar.md.
     """
@@ -56,10 +63,25 @@ optim: {{epochs: EPOCHS, samples_per_case: 1, pos_fraction: 1.0, augment: false,
     )
     result = train(load_train_config(cfg_path))
     assert result.steps_done == OVERFIT_EPOCHS
-    _model, info = load_checkpoint(result.best_checkpoint)
+    _best, info = load_checkpoint(result.best_checkpoint)
     assert info.metrics["val_mean_dice"] == result.best_mean_dice
-    dice = info.metrics["val_dice"]
-    assert all(dice[o] > 0.9 for o in OVERFIT_ORGANS), dice
+    model, info = load_checkpoint(result.last_checkpoint)
+    # the fit at the end of training on the model's own grid (the patient it trained on, prepared
+    # as in training; windows blended as the loop's validation did before it used the Predictor)
+    cfg = load_train_config(cfg_path)
+    case = CachedPreparedd(cfg.data, cfg.preprocessing)({"case": str(root / "pt_4")})
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            torch.as_tensor(case["image"])[None],
+            cfg.preprocessing.roi_size,
+            1,
+            model,
+            overlap=0.25,
+            mode="gaussian",
+        )
+    fit = dice_per_label(logits.argmax(1)[0].numpy(), case["label"][0], info.label_map.ids)
+    fit_by_organ = dict(zip(info.label_map.names, fit, strict=True))
+    assert all(fit_by_organ[o] > 0.9 for o in OVERFIT_ORGANS), fit_by_organ
     rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
     assert float(rows[-1]["train_loss"]) < float(rows[0]["train_loss"])
 
