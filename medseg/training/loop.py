@@ -260,9 +260,8 @@ def _write_log(out: Path, rows: list[dict[str, Any]]) -> None:
     w = csv.DictWriter(buf, fieldnames=fields)
     w.writeheader()
     w.writerows(rows)
-    tmp = out / ".log.csv.tmp"
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, out / "log.csv")
+    text = buf.getvalue()
+    write_atomic(out / "log.csv", lambda tmp: tmp.write_text(text))
 
 
 def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) -> None:

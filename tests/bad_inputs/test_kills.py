@@ -60,8 +60,11 @@ CHILD = textwrap.dedent(
         count = []
         def write_twice(path, writer):
             count.append(path)
-            if len(count) == 3:
-                die()
+            if len(count) == 3:  # the temporary file is complete, the rename never happens
+                def then_die(tmp):
+                    writer(tmp)
+                    die()
+                return real_write(path, then_die)
             return real_write(path, writer)
         atomic.write_atomic = write_twice
         import medseg.photo.outputs as outputs
@@ -183,3 +186,28 @@ def test_export_killed_before_rename(shared_data: Path, tmp_path: Path) -> None:
     assert not out.exists() and _hidden(tmp_path) != []
     assert main(argv) == 0
     assert out.stat().st_size > 0 and _hidden(tmp_path) == []
+
+
+def test_train_killed_while_saving_a_checkpoint_then_rerun(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    root = tmp_path / "data"
+    root.mkdir()
+    for name in ("pt_4", "pt_100"):
+        (root / name).symlink_to(shared_data / "openkbp_hn_ct" / "train-pats" / name)
+    cfg = tmp_path / "tiny.yaml"
+    run = tmp_path / "run"
+    cfg.write_text(
+        f"name: tiny\noutput_dir: {run}\nnum_threads: 1\n"
+        f"data: {{root: {root}, val_cases: [pt_100]}}\n"
+        "preprocessing: {spacing_mm: [6.0, 8.0, 8.0], roi_size: [16, 32, 32]}\n"
+        "model: {name: unet3d, options: {channels: [4, 8]}}\n"
+        "optim: {epochs: 1, samples_per_case: 1, val_every: 1, amp: false}\n"
+    )
+    argv = ["train", str(cfg), "--no-progress"]
+    killed = _run("third_write", argv)  # config.json, cases.json, then the first checkpoint
+    assert killed.returncode == -signal.SIGKILL
+    assert not (run / "best.pt").exists() and _hidden(run) != []
+    assert main(argv) == 0
+    assert {"best.pt", "last.pt", "log.csv"} <= {p.name for p in run.iterdir()}
+    assert _hidden(run) == []
