@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 N_STUDIES = 4
 CONFIG = {"inference": {"overlap": 0.25}, "cluster": {"torch_threads": 1, "allowed_failures": 2}}
+#: a slower prediction (flip TTA, 50 % overlap: ~4x the windows), so that a study seen running for
+#: 3 s is still predicting when its worker is killed, even on a fast idle machine
+SLOW_CONFIG = {**CONFIG, "inference": {"overlap": 0.5, "tta": True}}
 
 
 def _free_port() -> int:
@@ -120,7 +123,8 @@ def test_sigkill_worker_mid_study(cluster, tree: Path, tmp_path: Path) -> None: 
     box: dict[str, object] = {}
     driver = threading.Thread(
         target=lambda: box.setdefault(
-            "result", run_contour([tree], out, ContourConfig.from_dict(CONFIG), scheduler=address)
+            "result",
+            run_contour([tree], out, ContourConfig.from_dict(SLOW_CONFIG), scheduler=address),
         )
     )
     driver.start()
