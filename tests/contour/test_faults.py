@@ -51,7 +51,13 @@ def cluster() -> Iterator[tuple[str, dict[str, subprocess.Popen]]]:
     """A scheduler and two nanny-less workers on 127.0.0.1 (random ports), always torn down."""
     from distributed import Client
 
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # one task per worker thread at a time (dask queues up to 1.1x by default): a killed driver
+    # then leaves at most one orphaned task per worker, whatever the machine's speed
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION": "1.0",
+    }
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     procs: list[subprocess.Popen] = []
@@ -161,7 +167,9 @@ def test_sigkill_driver_then_rerun(cluster, tree: Path, tmp_path: Path) -> None:
     address, _ = cluster
     out = tmp_path / "batch"
     cfg = tmp_path / "contour.yaml"
-    cfg.write_text("inference: {overlap: 0.25}\ncluster: {torch_threads: 1, allowed_failures: 2}\n")
+    cfg.write_text(  # slow predictions (SLOW_CONFIG): most studies are still running at the kill
+        "inference: {overlap: 0.5, tta: true}\ncluster: {torch_threads: 1, allowed_failures: 2}\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(
         [sys.executable, "-m", "medseg", "contour", str(tree), "-o", str(out), "--config",
