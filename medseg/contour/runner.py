@@ -46,7 +46,7 @@ from medseg.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BatchResult", "model_sha256", "run_contour"]
+__all__ = ["BatchResult", "model_sha256", "run_contour", "start_local_cluster"]
 
 STUDIES_DIR = "studies"
 
@@ -179,10 +179,36 @@ def _plan_runs(
     return tasks, kept
 
 
+def start_local_cluster(cluster_config: Any, *, dashboard: bool = False) -> Any:
+    """The embedded :class:`distributed.LocalCluster` sized by ``ContourConfig.cluster``.
+
+    Worker processes on 127.0.0.1 (non-daemonic, so a worker may start its own processes),
+    ``allowed_failures`` retries of a task whose worker died, the configured memory limit.
+    Used by ``medseg contour`` and kept warm by the DICOM node.
+    """
+    import dask
+    from distributed import LocalCluster
+
+    cl = cluster_config
+    settings = {
+        "distributed.scheduler.allowed-failures": cl.allowed_failures,
+        "distributed.worker.daemon": False,
+    }
+    with dask.config.set(settings):
+        return LocalCluster(
+            n_workers=cl.resolved_workers(),
+            threads_per_worker=cl.threads_per_worker,
+            processes=True,
+            memory_limit=None if cl.memory_limit == "0" else cl.memory_limit,
+            dashboard_address=":0" if dashboard else None,
+            host="127.0.0.1",
+            silence_logs=logging.ERROR,
+        )
+
+
 @contextmanager
 def _client(config: ContourConfig, scheduler: str | None) -> Iterator[Any]:
-    import dask
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler:
         if Path(scheduler).is_file():
@@ -194,28 +220,13 @@ def _client(config: ContourConfig, scheduler: str | None) -> Iterator[Any]:
         finally:
             client.close()
         return
-    cl = config.cluster
-    n_workers = cl.resolved_workers()
-    settings = {
-        "distributed.scheduler.allowed-failures": cl.allowed_failures,
-        "distributed.worker.daemon": False,
-    }
-    with dask.config.set(settings):
-        cluster = LocalCluster(
-            n_workers=n_workers,
-            threads_per_worker=cl.threads_per_worker,
-            processes=True,
-            memory_limit=None if cl.memory_limit == "0" else cl.memory_limit,
-            dashboard_address=":0",
-            host="127.0.0.1",
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-        try:
-            yield client
-        finally:
-            client.close()
-            cluster.close()
+    cluster = start_local_cluster(config.cluster, dashboard=True)
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
 
 
 def _record_result(manifest: Manifest, run_id: int, key: str, result: dict[str, Any]) -> None:

@@ -88,25 +88,13 @@ class Engine:
         ).start()
 
     def _start_cluster(self) -> None:
-        import dask
-        from distributed import Client, LocalCluster
+        from distributed import Client
+
+        from medseg.contour.runner import start_local_cluster
 
         cl = self.config.cluster
         try:
-            settings = {
-                "distributed.scheduler.allowed-failures": cl.allowed_failures,
-                "distributed.worker.daemon": False,
-            }
-            with dask.config.set(settings):
-                self._cluster = LocalCluster(
-                    n_workers=cl.resolved_workers(),
-                    threads_per_worker=cl.threads_per_worker,
-                    processes=True,
-                    memory_limit=None if cl.memory_limit == "0" else cl.memory_limit,
-                    dashboard_address=None,
-                    host="127.0.0.1",
-                    silence_logs=logging.ERROR,
-                )
+            self._cluster = start_local_cluster(cl)
             with Client(self._cluster.scheduler_address) as client:
                 client.run(_warm_worker)
             # with an address, the engine takes torch threads from the config (0 → 1): pin it
