@@ -174,11 +174,32 @@ class ShapeRegularizedLoss(nn.Module):
             self.srm.eval()  # always frozen
         return self
 
+    @property
+    def has_shape_terms(self) -> bool:
+        """Whether λ1 or λ2 is on (a trained SRM is attached)."""
+        return self.srm is not None and bool(self.lambda_latent or self.lambda_recon)
+
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         seg = self.seg(logits, target)
         total = seg
         terms = {"seg": float(seg.detach())}
-        if self.srm is not None and (self.lambda_latent or self.lambda_recon):
+        if self.has_shape_terms:
+            total = total + self.shape_loss(logits, target)
+            terms.update(self.last_terms)
+        self.last_terms = terms
+        return total
+
+    def shape_loss(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The SRM terms alone: ``λ1 · latent + λ2 · recon`` (0 without an SRM).
+
+        Used directly for partially contoured patients, whose data term is the marginal loss
+        and whose ``target`` is first completed by
+        :func:`medseg.training.losses.pseudo_complete_target`. The terms are kept in
+        :attr:`last_terms`.
+        """
+        terms: dict[str, float] = {}
+        total = logits.new_zeros((), dtype=torch.float32)
+        if self.srm is not None and self.has_shape_terms:
             amp = autocast(logits.device.type, self.autocast_dtype)
             probs = torch.softmax(logits.float(), dim=1)
             with amp:

@@ -4,11 +4,14 @@
 yet) train the shape autoencoder on ground-truth label patches; (stage 2) train the segmenter
 with :class:`~medseg.models.ShapeRegularizedLoss` (plain Dice + CE when there is no SRM).
 Patients with only some organs contoured train with :class:`~medseg.training.losses.
-PartialLabelLoss` (``loss.partial``). Every ``optim.val_every`` epochs the validation patients
-are segmented on their own grid by :class:`~medseg.inference.Predictor` with the default
-:class:`~medseg.inference.InferenceConfig` (exactly what ``medseg segment`` runs) and scored with
-Dice; the best mean Dice is kept as ``best.pt``, the latest state as ``last.pt`` (resumable),
-with ``log.csv``, ``learning_curve.png``, ``config.json`` and ``cases.json`` beside them.
+PartialLabelLoss` (``loss.partial``); with an SRM they also get its shape terms, against their
+contours completed by the prediction for the organs they lack
+(:func:`~medseg.training.losses.pseudo_complete_target`). Every ``optim.val_every`` epochs the
+validation patients are segmented on their own grid by :class:`~medseg.inference.Predictor`
+with the default :class:`~medseg.inference.InferenceConfig` (exactly what ``medseg segment``
+runs) and scored with Dice; the best mean Dice is kept as ``best.pt``, the latest state as
+``last.pt`` (resumable), with ``log.csv``, ``learning_curve.png``, ``config.json`` and
+``cases.json`` beside them.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ from medseg.training.data import (
     random_transforms,
     split_cases,
 )
-from medseg.training.losses import PartialLabelLoss
+from medseg.training.losses import PartialLabelLoss, pseudo_complete_target
 from medseg.volume import LabelMap, LabelVolume, Volume
 
 logger = logging.getLogger(__name__)
@@ -432,7 +435,11 @@ def train(
                 logits = model(image)
             if partial_loss is not None and not bool(available.all()):
                 loss = partial_loss(logits.float(), label, available)
-                last_terms = partial_loss.last_terms
+                last_terms = dict(partial_loss.last_terms)
+                if loss_fn.has_shape_terms:  # SRM terms on the contours plus the prediction
+                    full = pseudo_complete_target(logits, label, available)
+                    loss = loss + loss_fn.shape_loss(logits.float(), full)
+                    last_terms.update(loss_fn.last_terms)
             else:
                 loss = loss_fn(logits.float(), label)
                 last_terms = loss_fn.last_terms

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-__all__ = ["PartialLabelLoss", "marginal_log_probs"]
+__all__ = ["PartialLabelLoss", "marginal_log_probs", "pseudo_complete_target"]
 
 _EPS = 1e-5
 
@@ -59,6 +59,42 @@ def marginal_log_probs(logits: torch.Tensor, available: torch.Tensor) -> torch.T
     bg = torch.logsumexp(torch.where(to_background, log_p, neg_inf), dim=1, keepdim=True)
     out = torch.where(merged, log_p, neg_inf)
     return torch.cat([bg, out[:, 1:]], dim=1)
+
+
+def pseudo_complete_target(
+    logits: torch.Tensor, target: torch.Tensor, available: torch.Tensor
+) -> torch.Tensor:
+    """A complete label map for the shape model: contours where drawn, the prediction elsewhere.
+
+    The shape representation model (SRM) compares *whole organ sets*, but a partially contoured
+    patient's map lacks its uncontoured organs. Where the map says background, a voxel the
+    network assigns (argmax, no gradient) to one of that patient's *uncontoured* organs takes
+    that organ; contoured organs and their background stay as drawn. The SRM terms then judge
+    the contoured organs' shapes against the clinical contours and leave the uncontoured ones
+    to agree with themselves (no push towards background where an organ may lie).
+
+    Parameters
+    ----------
+    logits
+        ``(B, K + 1, ...)``.
+    target
+        ``(B, 1, ...)`` integer map; uncontoured organs appear as 0.
+    available
+        ``(B, K + 1)`` bool, channel 0 always true.
+
+    Examples
+    --------
+    >>> logits = torch.tensor([[[5.0, 0.0, 0.0], [0.0, 5.0, 0.0], [0.0, 0.0, 5.0]]])
+    >>> pseudo_complete_target(logits, torch.tensor([[[0, 0, 2]]]), torch.tensor([[1, 0, 1]]))
+    tensor([[[0, 1, 2]]])
+    """
+    avail = available.to(logits.device).bool()
+    pred = logits.detach().argmax(1, keepdim=True)
+    spatial = [1] * (logits.dim() - 2)
+    missing = (~avail).reshape(*avail.shape, *spatial).expand_as(logits)
+    pred_missing = torch.gather(missing, 1, pred)  # is the predicted class uncontoured here?
+    fill = (target == 0) & pred_missing
+    return torch.where(fill, pred, target.long())
 
 
 class PartialLabelLoss(nn.Module):

@@ -24,7 +24,7 @@ from medseg.training.data import (
     discover_cases,
     split_cases,
 )
-from medseg.training.losses import marginal_log_probs
+from medseg.training.losses import marginal_log_probs, pseudo_complete_target
 
 SPEC = PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (48, 64, 64))
 LEFT_PAROTID = OPENKBP_OARS.index("LeftParotid") + 1
@@ -156,6 +156,53 @@ def test_several_roots_and_availability_checks(shared_data: Path, tmp_path: Path
         split_cases(list(by_id), DataConfig(val_cases=("pt_9999",)))
 
 
+def test_pseudo_complete_target_fills_only_uncontoured_organs_on_background() -> None:
+    # 6 voxels; classes 0 bg, 1 contoured, 2 uncontoured, 3 contoured
+    target = torch.tensor([[[0, 0, 0, 1, 3, 0]]])
+    pred = torch.tensor([0, 2, 1, 2, 2, 3])  # what the network says at each voxel
+    logits = torch.nn.functional.one_hot(pred, 4).T[None].float() * 4.0
+    avail = torch.tensor([[True, True, False, True]])
+    full = pseudo_complete_target(logits, target, avail)
+    # voxel 1: bg + predicted uncontoured organ 2 -> 2; voxel 2: bg predicted as contoured
+    # organ 1 stays bg (the contour says no); voxels 3, 4: drawn contours win; voxel 5: bg
+    # predicted as contoured organ 3 stays bg
+    assert full.tolist() == [[[0, 2, 0, 1, 3, 0]]]
+    assert full.dtype == torch.long
+    # a complete patient's target is returned unchanged
+    assert torch.equal(pseudo_complete_target(logits, target, torch.ones(1, 4).bool()), target)
+
+
+def test_srm_terms_on_a_partial_patient_leave_its_uncontoured_organ_alone(
+    patient_without_left_parotid,
+) -> None:
+    """With the prediction filling the missing organ, the SRM sees the organ set the network
+    predicts, so the shape terms stay as they are for a perfect prediction of the contoured
+    organs: no "background" is taught where the uncontoured parotid lies."""
+    from medseg.models import ShapeRegularizedLoss, build_model
+
+    _root, partial, complete = patient_without_left_parotid
+    full = np.asarray(complete["label"][0])
+    window = _patch_around(full, LEFT_PAROTID, (24, 32, 32))
+    truth = torch.as_tensor(full[window].astype(np.int64))[None, None]
+    drawn = torch.as_tensor(np.asarray(partial["label"][0])[window].astype(np.int64))[None, None]
+    assert int((truth == LEFT_PAROTID).sum()) > 50 and int((drawn == LEFT_PAROTID).sum()) == 0
+    k = len(OPENKBP_OARS) + 1
+    logits = torch.nn.functional.one_hot(truth[:, 0], k).movedim(-1, 1).float() * 6.0
+    avail = torch.ones(1, k, dtype=torch.bool)
+    avail[0, LEFT_PAROTID] = False
+    torch.manual_seed(0)
+    srm = build_model("srm", in_channels=k, out_channels=k, channels=[4, 8], latent_channels=4)
+    loss_fn = ShapeRegularizedLoss(srm, lambda_latent=1.0, lambda_recon=1.0)
+    completed = pseudo_complete_target(logits, drawn, avail)
+    assert torch.equal(completed, truth)  # the prediction restores the missing parotid
+    x = logits.clone().requires_grad_(True)
+    loss_fn.shape_loss(x, completed)
+    assert loss_fn.last_terms["latent"] == pytest.approx(0.0, abs=1e-4)  # same organ set
+    # against the drawn map (parotid as background) the latent term would not be zero
+    loss_fn.shape_loss(x, drawn)
+    assert loss_fn.last_terms["latent"] > 1e-3
+
+
 def _short_config(tmp_path: Path, shared_data: Path, *, val: str, epochs: int = 4) -> Path:
     complete = tmp_path / "complete"
     partial = tmp_path / "partial"
@@ -213,3 +260,23 @@ def test_short_run_on_real_partial_data_trains(tmp_path: Path, shared_data: Path
     )
     with pytest.raises(ConfigError, match="lack contours"):
         train(cfg2)
+
+
+@pytest.mark.slow
+def test_srm_run_on_real_partial_data_applies_shape_terms_to_partial_patients(
+    tmp_path: Path, shared_data: Path
+) -> None:
+    cfg_path = _short_config(tmp_path, shared_data, val="pt_100", epochs=2)
+    cfg_path.write_text(
+        cfg_path.read_text()
+        + f"""srm: {{checkpoint: {tmp_path / "srm.pt"}, channels: [4, 8], latent_channels: 4,
+      lambda_latent: 0.1, lambda_recon: 0.2, epochs: 1, lr: 0.005}}
+"""
+    )
+    result = train(load_train_config(cfg_path))
+    assert result.steps_done == 2 * 3
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    # every epoch saw both partial patients (exclusion term) and SRM terms
+    for row in rows:
+        assert float(row["train_exclusion"]) >= 0
+        assert float(row["train_latent"]) > 0 and float(row["train_recon"]) > 0
