@@ -95,7 +95,7 @@ def review_model_paths(checkpoint: str | os.PathLike[str]) -> tuple[Path, Path]:
     return path.with_name(f"{stem}_qa.json"), path.with_name(f"{stem}_srm.pt")
 
 
-def fit_review_model(
+def fit_review_model(  # noqa: PLR0913 -- two inputs, then keyword-only options
     case_folders: Sequence[str | os.PathLike[str]],
     labels: Sequence[str],
     *,
@@ -105,13 +105,16 @@ def fit_review_model(
     shape_config: ShapeTrainConfig | None = None,
     thresholds: dict[str, float] | None = None,
     info: dict[str, Any] | None = None,
+    statistics_folders: Sequence[str | os.PathLike[str]] | None = None,
+    shape: ShapeModel | None = None,
 ) -> ReviewModel:
     """Measure training contours, train and calibrate the review SRM, write both files.
 
     Parameters
     ----------
     case_folders
-        Completely contoured OpenKBP patients the segmentation model was trained on.
+        Completely contoured OpenKBP patients the segmentation model was trained on (the SRM
+        learns whole organ sets from them).
     labels
         Organ names in label-id order.
     qa_json, srm_path
@@ -124,21 +127,37 @@ def fit_review_model(
         Flag thresholds (default :data:`medseg.qa.flags.DEFAULT_THRESHOLDS`).
     info
         Extra provenance stored in the JSON.
+    statistics_folders
+        Patients whose contours give the per-organ statistics (volume, side, components);
+        partially contoured ones count for the organs they have. Default: ``case_folders``.
+    shape
+        A review SRM already trained on ``case_folders`` (e.g. the one shipped, when only the
+        statistics change): reused as it is instead of trained again.
     """
     from medseg.io.openkbp import load_openkbp_labels
     from medseg.qa.flags import DEFAULT_THRESHOLDS
 
-    stats = organ_statistics(case_folders, labels)
-    volumes = [load_openkbp_labels(f, list(labels)).volume for f in case_folders]
+    stats = organ_statistics(
+        case_folders if statistics_folders is None else statistics_folders, labels
+    )
     from medseg.volume import LabelMap
 
     label_map = LabelMap.from_names(list(labels))
     cfg = shape_config or ShapeTrainConfig()
-    shape = train_shape_model(volumes, label_map, spec, cfg)
-    shape.save(srm_path, metrics={"train_cases": stats["cases"]})
+    if shape is None:
+        volumes = [load_openkbp_labels(f, list(labels)).volume for f in case_folders]
+        shape = train_shape_model(volumes, label_map, spec, cfg)
+    elif shape.label_map.names != label_map.names:
+        raise ModelError(
+            f"the review SRM to reuse has labels {shape.label_map.names}, the segmentation model "
+            f"{label_map.names}; train a new one (leave shape unset)."
+        )
+    srm_cases = [os.path.basename(os.fspath(f)) for f in case_folders]
+    shape.save(srm_path, metrics={"train_cases": srm_cases})
     meta = {
         **(info or {}),
         "train_cases": stats["cases"],
+        "srm_train_cases": srm_cases,
         "srm_file": Path(srm_path).name,
         "srm_config": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()},
     }

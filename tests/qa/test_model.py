@@ -12,7 +12,8 @@ from medseg.preprocess import PreprocessingSpec
 from medseg.qa import ShapeModel, ShapeTrainConfig, fit_review_model, load_review_model
 from medseg.qa.model import review_model_paths
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "openkbp_hn_ct" / "train-pats"
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT.parent / "shared" / "data" / "openkbp_hn_ct" / "train-pats"
 SPEC = PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (48, 64, 64))
 TINY = ShapeTrainConfig(box=(16, 16, 16), channels=(4, 8), latent_channels=2, steps=3)
 
@@ -52,8 +53,24 @@ def test_shipped_review_model_beside_hn_oar() -> None:
     model = load_review_model(qa_json)
     assert model.labels == OPENKBP_OARS
     assert isinstance(model.shape, ShapeModel)
+    # statistics from every training patient of the shipped segmentation model, partially
+    # contoured ones for the organs whose file exists; the SRM from the complete ones
+    from medseg.models.checkpoint import read_checkpoint
+
+    _, seg = read_checkpoint(ROOT / "medseg" / "weights" / "hn_oar.pt")
+    train = set(json.loads(qa_json.read_text())["info"]["train_cases"])
+    val = set(seg.config["data"]["val_cases"])
+    assert len(train) == 160 and not train & val
+    roots = [DATA, DATA.parents[1] / "openkbp_hn_ct_partial" / "train-pats"]
+    folders = [r / c for c in train for r in roots if (r / c).is_dir()]
+    assert len(folders) == 160
+    srm_cases = json.loads(qa_json.read_text())["info"]["srm_train_cases"]
+    assert len(srm_cases) == 20 and set(srm_cases) <= train
     for name in OPENKBP_OARS:
-        assert model.statistics[name]["n"] == 20
+        with_file = sum(
+            1 for f in folders if (f / f"{name}.csv").is_file() or (f / f"{name}.csv.gz").is_file()
+        )
+        assert model.statistics[name]["n"] == with_file, name
         cal = model.shape.calibration[name]
         assert 0.0 <= cal["q50"] <= cal["q95"] <= 1.0
     # the SRM reconstructs clinical shapes it never saw about as well as its training shapes,
