@@ -123,6 +123,10 @@ class StudyResult:
         Everything a reviewer should know (empty body, removed organs, laterality, overrides).
     provenance
         The content of ``segmentation.json`` besides the label list.
+    timeline
+        Wall-clock (``time.time()``, seconds since the epoch) start and end of each stage:
+        ``load``, ``predict`` (includes waiting for a shared predictor), ``write``; comparable
+        across the processes of one machine (the batch benchmark uses them).
     """
 
     output_dir: Path
@@ -131,6 +135,7 @@ class StudyResult:
     timings: dict[str, float]
     warnings: tuple[str, ...]
     provenance: dict[str, Any] = field(repr=False)
+    timeline: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
 
 def check_output_folder(output_dir: str | os.PathLike[str], *, overwrite: bool) -> Path:
@@ -351,6 +356,7 @@ def segment_study(
     """
     opts = options or StudyOptions()
     t0 = time.perf_counter()
+    e_load = time.time()  # wall-clock stage stamps for StudyResult.timeline
     out = check_output_folder(output_dir, overwrite=opts.overwrite)
     dicom_formats = [f for f in opts.formats if f in ("seg", "rtstruct")]
     if dicom_formats and not isinstance(source, Volume):
@@ -376,10 +382,12 @@ def segment_study(
         warnings.append(f"modality override: {problem}; segmented anyway (allow_modality)")
     t_load = time.perf_counter() - t0
 
+    e_predict = time.time()
     t1 = time.perf_counter()
     labels = predictor.predict(volume, progress=progress)
     t_predict = time.perf_counter() - t1
 
+    e_write = time.time()
     t2 = time.perf_counter()
     record = _provenance(volume, input_name, predictor, opts, override)
     for key, value in (provenance or {}).items():
@@ -398,8 +406,14 @@ def segment_study(
     t_write = time.perf_counter() - t2
     timings = dict(record["timings"], write_s=round(t_write, 3))
     timings["total_s"] = round(time.perf_counter() - t0, 3)
+    e_end = time.time()
+    timeline = {
+        "load": (e_load, e_predict),
+        "predict": (e_predict, e_write),
+        "write": (e_write, e_end),
+    }
     logger.info("study written to %s in %.1f s", out, timings["total_s"])
-    return StudyResult(out, files, labels, timings, labels.warnings, record)
+    return StudyResult(out, files, labels, timings, labels.warnings, record, timeline)
 
 
 def _write_outputs(

@@ -1,12 +1,15 @@
 """The batch manifest: ``OUT/manifest.sqlite`` (stdlib :mod:`sqlite3`, WAL journal).
 
 Only the driver process writes it (workers report back through Dask); ``medseg contour
-status`` reads it. Schema (version 1)::
+status`` reads it. Schema (version 2)::
 
     runs      one row per invocation of ``medseg contour``
       run_id INTEGER PK, started_at TEXT (UTC ISO), finished_at TEXT, pid INTEGER,
       model_sha256 TEXT, medseg_version TEXT, config_json TEXT, n_studies INTEGER,
-      outcome TEXT ('running', 'done', 'some failed', 'interrupted')
+      outcome TEXT ('running', 'done', 'some failed', 'interrupted'),
+      timeline_json TEXT (driver stages, wall-clock seconds since the epoch: ``entered``,
+      ``discovered``, ``hashed``, ``planned``, ``cluster_ready``, ``model_loaded``,
+      ``tasks_done``, ``cluster_closed``, ``finished``; a stage not reached is absent)
     studies   one row per study (key = output folder name under OUT/studies/)
       key TEXT PK, kind TEXT ('dicom', 'file', 'openkbp'), study_hash TEXT, series_hash TEXT,
       state TEXT ('pending', 'running', 'done', 'failed', 'skipped'), reason TEXT,
@@ -19,7 +22,12 @@ status`` reads it. Schema (version 1)::
       attempt_id INTEGER PK, key TEXT, run_id INTEGER, attempt INTEGER (1, 2, ... per study),
       worker TEXT, state TEXT ('running', 'done', 'failed', 'lost', 'interrupted', 'reused'),
       reason TEXT, predicted INTEGER (1 when the model ran to the end), started_at TEXT,
-      finished_at TEXT, load_s, predict_s, write_s, total_s REAL
+      finished_at TEXT, load_s, predict_s, write_s, total_s REAL,
+      timeline_json TEXT (the worker's wall-clock ``[start, end]`` of ``task``, ``load``,
+      ``predict``, ``forward``, ``write``, ``score`` and ``network_s``; see
+      :func:`medseg.contour.worker.study_timeline`; NULL when the attempt did not complete)
+
+Version 1 files (without the two ``timeline_json`` columns) are upgraded in place on open.
 
 ``lost`` = the worker died during the attempt (the study was retried elsewhere);
 ``interrupted`` = the driver stopped before the attempt reported; ``reused`` = the output folder
@@ -43,14 +51,14 @@ __all__ = ["MANIFEST_NAME", "STATES", "Manifest"]
 
 MANIFEST_NAME = "manifest.sqlite"
 STATES = ("pending", "running", "done", "failed", "skipped")
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 _TIMINGS = ("load_s", "predict_s", "write_s", "total_s")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER PRIMARY KEY AUTOINCREMENT, started_at TEXT NOT NULL, finished_at TEXT,
     pid INTEGER, model_sha256 TEXT, medseg_version TEXT, config_json TEXT, n_studies INTEGER,
-    outcome TEXT NOT NULL DEFAULT 'running');
+    outcome TEXT NOT NULL DEFAULT 'running', timeline_json TEXT);
 CREATE TABLE IF NOT EXISTS studies (
     key TEXT PRIMARY KEY, kind TEXT NOT NULL, study_hash TEXT, series_hash TEXT,
     state TEXT NOT NULL CHECK (state IN ('pending','running','done','failed','skipped')),
@@ -62,7 +70,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     attempt_id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, run_id INTEGER NOT NULL,
     attempt INTEGER NOT NULL, worker TEXT, state TEXT NOT NULL, reason TEXT,
     predicted INTEGER NOT NULL DEFAULT 0, started_at TEXT, finished_at TEXT, load_s REAL,
-    predict_s REAL, write_s REAL, total_s REAL);
+    predict_s REAL, write_s REAL, total_s REAL, timeline_json TEXT);
 CREATE INDEX IF NOT EXISTS attempts_key ON attempts (key);
 """
 
@@ -97,6 +105,10 @@ class Manifest:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)  # idempotent; executescript commits itself
+            for table in ("runs", "attempts"):  # version 1 -> 2
+                cols = {r[1] for r in self._db.execute(f"PRAGMA table_info({table})")}
+                if "timeline_json" not in cols:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN timeline_json TEXT")
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
         self._db.row_factory = sqlite3.Row
 
@@ -152,11 +164,14 @@ class Manifest:
             )
         return int(cur.lastrowid or 0)
 
-    def finish_run(self, run_id: int, outcome: str) -> None:
-        """Close a run row."""
+    def finish_run(
+        self, run_id: int, outcome: str, *, timeline: Mapping[str, float] | None = None
+    ) -> None:
+        """Close a run row (``timeline``: the driver's stage stamps, see the module doc)."""
         with self._tx():
             self._db.execute(
-                "UPDATE runs SET finished_at=?, outcome=? WHERE run_id=?", (_now(), outcome, run_id)
+                "UPDATE runs SET finished_at=?, outcome=?, timeline_json=? WHERE run_id=?",
+                (_now(), outcome, json.dumps(dict(timeline)) if timeline else None, run_id),
             )
 
     # ------------------------------------------------------------------------------ studies
@@ -221,8 +236,12 @@ class Manifest:
         predicted: bool = False,
         timings: Mapping[str, float] | None = None,
         worker: str = "",
+        timeline: Mapping[str, Any] | None = None,
     ) -> None:
-        """Close the open attempt of ``key`` in this run (or add one that never reported)."""
+        """Close the open attempt of ``key`` in this run (or add one that never reported).
+
+        ``timeline``: the worker's wall-clock stages (:func:`medseg.contour.worker.study_timeline`).
+        """
         t = [float(timings[k]) if timings and k in timings else None for k in _TIMINGS]
         now = _now()
         with self._tx():
@@ -244,8 +263,16 @@ class Manifest:
                 row = self._db.execute("SELECT last_insert_rowid()").fetchone()
             self._db.execute(
                 "UPDATE attempts SET state=?, reason=?, predicted=?, finished_at=?, load_s=?, "
-                "predict_s=?, write_s=?, total_s=? WHERE attempt_id=?",
-                (state, reason, int(predicted), now, *t, row[0]),
+                "predict_s=?, write_s=?, total_s=?, timeline_json=? WHERE attempt_id=?",
+                (
+                    state,
+                    reason,
+                    int(predicted),
+                    now,
+                    *t,
+                    json.dumps(dict(timeline)) if timeline else None,
+                    row[0],
+                ),
             )
 
     # ------------------------------------------------------------------------------ reading

@@ -42,7 +42,7 @@ from medseg.contour.worker import (
     completed_output,
     run_study_task,
 )
-from medseg.errors import ConfigError
+from medseg.errors import ConfigError, MedsegError
 
 logger = logging.getLogger(__name__)
 
@@ -241,6 +241,7 @@ def _record_result(manifest: Manifest, run_id: int, key: str, result: dict[str, 
         predicted=bool(result.get("predicted")),
         timings=t,
         worker=result.get("worker", ""),
+        timeline=result.get("timeline") or None,
     )
     values: dict[str, Any] = {
         "reason": result.get("reason", "") if state == "failed" else "",
@@ -262,6 +263,7 @@ def _run_on_dask(
     config: ContourConfig,
     scheduler: str | None,
     progress: Callable[[int, int], None] | None,
+    stamps: dict[str, float],
 ) -> None:
     from distributed import wait
     from distributed.scheduler import KilledWorker
@@ -269,6 +271,7 @@ def _run_on_dask(
     cl = config.cluster
     events: queue.Queue[Any] = queue.Queue()
     with _client(config, scheduler) as client:
+        stamps["cluster_ready"] = time.time()
         n_workers = len(client.scheduler_info().get("workers", {})) or cl.resolved_workers()
         plugin = ModelPlugin(
             config.model,
@@ -278,7 +281,11 @@ def _run_on_dask(
             volumes_in_flight=cl.volumes_in_flight,
         )
         logger.info("loading the model on %d worker(s)", n_workers)
-        client.register_plugin(plugin, name=PLUGIN_NAME)
+        try:
+            client.register_plugin(plugin, name=PLUGIN_NAME)
+        except MedsegError as exc:  # e.g. CudaUnavailableError on a worker without a GPU
+            raise type(exc)(f"loading the model on the Dask workers failed: {exc}") from exc
+        stamps["model_loaded"] = time.time()
         client.subscribe_topic(EVENT_TOPIC, events.put)
         futures = {
             client.submit(run_study_task, t, key=f"contour-{t.key}-r{run_id}", pure=False): t
@@ -316,7 +323,9 @@ def _run_on_dask(
                 n_done += 1
                 if progress:
                     progress(n_done, len(tasks))
+        stamps["tasks_done"] = time.time()
         client.unsubscribe_topic(EVENT_TOPIC)
+    stamps["cluster_closed"] = time.time()
 
 
 def run_contour(
@@ -354,14 +363,25 @@ def run_contour(
     ------
     InputError, ConfigError
         No input found, unreadable config, model missing, output folder unusable.
+    CudaUnavailableError
+        ``device: cuda`` on the embedded cluster of a machine without a CUDA GPU (checked before
+        discovery; on an external cluster each worker checks when it loads the model, before
+        any study is submitted).
     """
     t0 = time.perf_counter()
+    stamps: dict[str, float] = {"entered": time.time()}  # the run's timeline (manifest)
     config = config or ContourConfig()
     out = Path(output_dir)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output {out} is a file; give a folder for the batch (-o).")
+    if scheduler is None:  # the embedded workers run on this machine: fail before any work
+        from medseg.runtime import select_device
+
+        select_device(config.device)
     plans = discover_studies(inputs, config.selection, exclude=[out])
+    stamps["discovered"] = time.time()
     sha = model_sha256(config.model)
+    stamps["hashed"] = time.time()
     (out / STUDIES_DIR).mkdir(parents=True, exist_ok=True)
     with Manifest(out / MANIFEST_NAME) as manifest:
         run_id = manifest.begin_run(model_sha256=sha, config=config.to_json(), n_studies=len(plans))
@@ -376,6 +396,7 @@ def run_contour(
                 run_id=run_id,
                 retry_failed=retry_failed,
             )
+            stamps["planned"] = time.time()
             logger.info(
                 "%d studies: %d to run, %d kept from earlier runs, %d skipped",
                 len(plans),
@@ -391,12 +412,14 @@ def run_contour(
                     config=config,
                     scheduler=scheduler,
                     progress=progress,
+                    stamps=stamps,
                 )
             _clean_leftovers(out, plans)
             counts = manifest.counts()
             outcome = "some failed" if counts.get("failed") else "done"
         finally:
-            manifest.finish_run(run_id, outcome)
+            stamps["finished"] = time.time()
+            manifest.finish_run(run_id, outcome, timeline=stamps)
         studies = manifest.studies()
         keys = {p.key for p in plans}
         counts = dict.fromkeys(manifest.counts(), 0)

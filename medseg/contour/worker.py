@@ -45,6 +45,7 @@ __all__ = [
     "completed_output",
     "execute_study",
     "run_study_task",
+    "study_timeline",
 ]
 
 PLUGIN_NAME = "medseg-contour-model"
@@ -76,7 +77,9 @@ class SerialPredictor:
 
     ``predict`` runs under a lock (one forward pass at a time, using all of the worker's
     torch threads); ``last_timings``/``last_windows`` are kept per thread so that each
-    study's provenance gets its own. ``calls`` counts completed forward passes.
+    study's provenance gets its own, and so is ``last_interval`` (wall-clock seconds when this
+    thread's last prediction got and released the lock). ``calls`` counts completed forward
+    passes.
     """
 
     def __init__(self, predictor: Predictor) -> None:
@@ -88,11 +91,18 @@ class SerialPredictor:
     def predict(self, volume: Volume, **kwargs: Any) -> Any:
         """Predict under the worker's lock."""
         with self._lock:
+            start = time.time()
             out = self._predictor.predict(volume, **kwargs)
             self._local.timings = dict(self._predictor.last_timings)
             self._local.windows = dict(self._predictor.last_windows)
+            self._local.interval = (start, time.time())
             self.calls += 1
         return out
+
+    @property
+    def last_interval(self) -> tuple[float, float] | None:
+        """Wall-clock start and end of this thread's last prediction (lock held), or ``None``."""
+        return cast("tuple[float, float] | None", getattr(self._local, "interval", None))
 
     @property
     def last_timings(self) -> dict[str, float]:
@@ -242,8 +252,9 @@ def execute_study(
     dict
         ``key``, ``state`` (``"done"`` or ``"failed"``), ``reason``, ``predicted`` (the model
         ran), ``reused`` (a complete folder for the same input and model was already there),
-        ``timings`` (``load_s``, ``predict_s``, ``write_s``, ``total_s``), ``warnings``,
-        ``metrics`` (or ``None``), ``worker``, ``model_sha256``.
+        ``timings`` (``load_s``, ``predict_s``, ``write_s``, ``total_s``), ``timeline``
+        (:func:`study_timeline`), ``warnings``, ``metrics`` (or ``None``), ``worker``,
+        ``model_sha256``.
     """
     from medseg.contour.references import score_references
     from medseg.study import StudyOptions, segment_study
@@ -256,11 +267,13 @@ def execute_study(
         "predicted": False,
         "reused": False,
         "timings": {},
+        "timeline": {},
         "warnings": [],
         "metrics": None,
         "reason": "",
     }
     t0 = time.perf_counter()
+    e_start = time.time()
     done = completed_output(out, task)
     if done is not None:
         return {
@@ -273,6 +286,7 @@ def execute_study(
     formats = task.formats if task.kind == "dicom" else ("nifti",)
     try:
         with slots if slots is not None else nullcontext():
+            e_slot = time.time()
             volume = _load(task)
             t_load = time.perf_counter() - t0
             result = segment_study(
@@ -296,6 +310,7 @@ def execute_study(
             )
             if metrics is not None:
                 _add_metrics(out, metrics)
+            e_scored = time.time()
     except FileExistsError:
         # another attempt (e.g. one orphaned by a killed driver) finished this study first
         if completed_output(out, task) is not None:
@@ -318,14 +333,52 @@ def execute_study(
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     if formats != task.formats:
         base["warnings"].append("DICOM outputs skipped: the input is not DICOM")
+    forward = predictor.last_interval if isinstance(predictor, SerialPredictor) else None
+    timeline = study_timeline(
+        e_start, e_slot, result.timeline, forward, e_scored, network_s=timings.get("network_s")
+    )
     return {
         **base,
         "state": "done",
         "predicted": True,
         "timings": timings,
+        "timeline": timeline,
         "warnings": [*base["warnings"], *result.warnings],
         "metrics": metrics,
     }
+
+
+def study_timeline(
+    start: float,
+    slot: float,
+    stages: Mapping[str, tuple[float, float]],
+    forward: tuple[float, float] | None,
+    scored: float,
+    *,
+    network_s: float | None = None,
+) -> dict[str, Any]:
+    """Wall-clock stages of one study on a worker (``time.time()`` seconds), for the manifest.
+
+    Keys: ``task`` (task start to end, including the wait for a memory slot), ``load``
+    (slot acquired to prediction start: reading, geometry and modality checks), ``predict``
+    (:func:`~medseg.study.segment_study`'s prediction stage, including the wait for the
+    worker's forward-pass lock), ``forward`` (the lock held: preprocessing, network,
+    postprocessing; ``network_s`` of it are forward passes), ``write`` (provenance, DICOM-SEG /
+    RTSTRUCT encoding, NIfTI, atomic folder write) and ``score`` (reference metrics).
+    """
+    predict = stages.get("predict", (slot, slot))
+    write = stages.get("write", (predict[1], predict[1]))
+    out: dict[str, Any] = {
+        "task": [start, scored],
+        "load": [slot, predict[0]],
+        "predict": list(predict),
+        "forward": list(forward or predict),
+        "write": list(write),
+        "score": [write[1], scored],
+    }
+    if network_s is not None:
+        out["network_s"] = float(network_s)
+    return {k: [round(v, 4) for v in x] if isinstance(x, list) else x for k, x in out.items()}
 
 
 def run_study_task(task: StudyTask) -> dict[str, Any]:

@@ -180,3 +180,32 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
     assert main(["contour", str(tmp_path), "-o", str(tmp_path / "o"), "--config", str(bad)]) == 2
     assert main(["contour", "status", str(tmp_path / "none")]) == 2
     assert main(["contour", str(tmp_path / "missing"), "-o", str(tmp_path / "o")]) == 2
+
+
+@pytest.mark.slow
+def test_timelines_recorded(batch: tuple[BatchResult, Path, dict, str]) -> None:
+    """The manifest holds the wall-clock stages the benchmark splits the wall time with."""
+    _, out, _, _ = batch
+    with Manifest(out / "manifest.sqlite", readonly=True) as m:
+        first = m.runs()[0]
+        attempts = [a for a in m.attempts() if a["run_id"] == first["run_id"]]
+    run = json.loads(first["timeline_json"])
+    order = ["entered", "discovered", "hashed", "planned", "cluster_ready", "model_loaded"]
+    order += ["tasks_done", "cluster_closed", "finished"]
+    assert set(run) == set(order)
+    assert [run[k] for k in order] == sorted(run[k] for k in order)
+    predicted = [a for a in attempts if a["predicted"]]
+    assert len(predicted) == 3
+    for a in predicted:
+        tl = json.loads(a["timeline_json"])
+        chain = [tl["task"][0], *tl["load"], tl["predict"][0], *tl["forward"]]
+        chain += [tl["predict"][1], *tl["write"], tl["score"][1]]
+        assert chain == sorted(chain), tl
+        assert tl["task"][1] == tl["score"][1]
+        assert run["model_loaded"] <= tl["task"][0] and tl["task"][1] <= run["tasks_done"]
+        forward = tl["forward"][1] - tl["forward"][0]
+        assert 0.0 < tl["network_s"] <= forward + 1e-3
+        # the manifest's per-stage seconds agree with the stamps (write_s is the write stage)
+        assert abs((tl["write"][1] - tl["write"][0]) - a["write_s"]) < 0.05
+    failed = [a for a in attempts if a["state"] == "failed"]
+    assert failed and all(a["timeline_json"] is None for a in failed)
