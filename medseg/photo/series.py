@@ -352,25 +352,36 @@ def write_series(
     """Write ``area_series.csv``, ``area_series.json`` and (when a row is calibrated)
     ``area_series.png`` into ``out_dir``; each file appears complete or not at all.
 
+    ``area_series.json`` is written last: a set without it is what a killed run left, and is
+    replaced without ``overwrite`` (a replacement removes the old JSON first, so a killed
+    replacement is never a complete-looking mix of old and new files).
+
     Raises
     ------
     InputError
         An output exists and ``overwrite`` is False.
     """
-    targets = [out_dir / f"area_series.{ext}" for ext in ("csv", "json", "png")]
-    existing = [str(t) for t in targets if t.exists()]
+    csv_path, index, png = (out_dir / f"area_series.{ext}" for ext in ("csv", "json", "png"))
+    if not index.exists():
+        stale = [p for p in (csv_path, png) if p.is_file()]
+        for path in stale:
+            path.unlink()
+        if stale:
+            logger.warning(
+                "%s: removed %s of an earlier run that did not finish (no area_series.json)",
+                out_dir,
+                [p.name for p in stale],
+            )
+    existing = [str(t) for t in (csv_path, index, png) if t.exists()]
     if existing and not overwrite:
         raise InputError(f"{existing} already exist; pass --overwrite or another -o folder.")
-    written = [
-        write_atomic(targets[0], lambda tmp: tmp.write_text(series_csv(rows))),
-        write_atomic(
-            targets[1],
-            lambda tmp: tmp.write_text(json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2)),
-        ),
-    ]
+    index.unlink(missing_ok=True)
+    written = [write_atomic(csv_path, lambda tmp: tmp.write_text(series_csv(rows)))]
     if any(r.area_cm2 is not None for r in rows):
-        written.append(write_atomic(targets[2], lambda tmp: plot_series(rows, tmp)))
+        written.append(write_atomic(png, lambda tmp: plot_series(rows, tmp)))
     else:
-        targets[2].unlink(missing_ok=True)
+        png.unlink(missing_ok=True)
         logger.warning("no calibrated photo: area_series.png (cm² over time) not drawn")
+    table = json.dumps({"rows": [r.to_dict() for r in rows]}, indent=2)
+    written.insert(1, write_atomic(index, lambda tmp: tmp.write_text(table)))
     return written

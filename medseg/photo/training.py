@@ -260,6 +260,40 @@ def _write_json(path: Path, data: Any) -> None:
     write_atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, default=str)))
 
 
+def _drop_rows_after(log_path: Path, epoch: int) -> None:
+    """Keep only the ``log.csv`` rows of periods up to ``epoch`` (the resumed checkpoint's).
+
+    A run killed after logging a period but before its checkpoint was saved would otherwise
+    repeat that period's row on ``--resume``; a row cut short by the kill is dropped too.
+    """
+    if not log_path.is_file():
+        return
+    with log_path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        fields = list(reader.fieldnames or [])
+        rows = list(reader)
+    keep = [
+        r
+        for r in rows
+        if str(r.get("epoch", "")).isdigit() and int(r["epoch"]) <= epoch and None not in r.values()
+    ]
+    if len(keep) == len(rows):
+        return
+    logger.warning(
+        "%s: dropped %d row(s) logged after the checkpoint resumed from",
+        log_path,
+        len(rows) - len(keep),
+    )
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as out:
+            writer = csv.DictWriter(out, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(keep)
+
+    write_atomic(log_path, write)
+
+
 def train(config: TrainConfig, *, resume: bool = False) -> Path:
     """Run (or resume) training; returns the path of ``final.pt``.
 
@@ -316,6 +350,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, iteration = int(state["epoch"]), int(state["iteration"])
         logger.info("resumed from iteration %d (period %d)", iteration, start_epoch)
+        _drop_rows_after(log_path, start_epoch)
     elif log_path.exists():
         log_path.unlink()
     rng = np.random.default_rng(config.seed + iteration)

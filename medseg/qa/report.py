@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from medseg.io.atomic import write_atomic
+from medseg.io.atomic import write_atomic, write_folder_atomic
 from medseg.qa.flags import FLAG_NAMES, OrganReview, review_labels
 from medseg.qa.records import (
     StudyRecord,
@@ -561,33 +561,36 @@ def write_report(
                 "medseg contour batch."
             )
     model = review_model if review_model is not None else _default_model(records)
-    report = out / REPORT_DIR
-    report.mkdir(parents=True, exist_ok=True)
-    reviews = []
-    for rec in records:
-        logger.info("reviewing %s", rec.key)
-        r = review_study(rec, model, report)
-        reviews.append(r)
-        if rec.segmentation is not None:
-            page = _study_page(r, model, show_identifiers)
-            _write_text(report / f"{rec.key}.html", page)
-    timed = [
-        (r.record.key[:10], r.record.timings, r.record.finished_at)
-        for r in reviews
-        if r.record.timings
-    ]
-    timing_png = None
-    if timed:
-        batch_timing_chart(timed, report / "img" / "batch_timing.png")
-        timing_png = "img/batch_timing.png"
-    studies = [r.to_json() for r in reviews]
-    if not show_identifiers:
-        for s in studies:
-            s["reason"] = redact_paths(s["reason"])
-            s["note"] = redact_paths(s["note"])
-    data = {"studies": studies, "thresholds": model.thresholds}
-    write_atomic(report / "review.json", lambda t: t.write_text(json.dumps(data, indent=1)))
-    index = _batch_page(reviews, timing_png, show_identifiers, len(model.labels))
-    path = write_atomic(report / "index.html", lambda t: t.write_text(index, "utf-8"))
+    final = out / REPORT_DIR
+    # built in a hidden folder and renamed into place whole: a killed run leaves no half
+    # report and never a mix of old and new pages (the next run removes its leftovers)
+    with write_folder_atomic(final, replace=True) as report:
+        reviews = []
+        for rec in records:
+            logger.info("reviewing %s", rec.key)
+            r = review_study(rec, model, report)
+            reviews.append(r)
+            if rec.segmentation is not None:
+                page = _study_page(r, model, show_identifiers)
+                _write_text(report / f"{rec.key}.html", page)
+        timed = [
+            (r.record.key[:10], r.record.timings, r.record.finished_at)
+            for r in reviews
+            if r.record.timings
+        ]
+        timing_png = None
+        if timed:
+            batch_timing_chart(timed, report / "img" / "batch_timing.png")
+            timing_png = "img/batch_timing.png"
+        studies = [r.to_json() for r in reviews]
+        if not show_identifiers:
+            for s in studies:
+                s["reason"] = redact_paths(s["reason"])
+                s["note"] = redact_paths(s["note"])
+        data = {"studies": studies, "thresholds": model.thresholds}
+        write_atomic(report / "review.json", lambda t: t.write_text(json.dumps(data, indent=1)))
+        index = _batch_page(reviews, timing_png, show_identifiers, len(model.labels))
+        write_atomic(report / "index.html", lambda t: t.write_text(index, "utf-8"))
+    path = final / "index.html"
     logger.info("report written to %s", path)
     return path
