@@ -89,6 +89,17 @@ def _versions() -> dict[str, str]:
 
 
 def _check_outputs(args: argparse.Namespace) -> None:
+    for out in (args.json, args.csv, args.plots):
+        if out is None:
+            continue
+        parent = out.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            raise InputError(
+                f"cannot write {out}: {parent} is a file, so no folder can be made under it; "
+                "choose another output path."
+            )
     for out in (args.json, args.csv):
         if out is not None and out.exists() and not args.overwrite:
             raise InputError(f"{out} exists; pass --overwrite to replace it.")

@@ -36,11 +36,45 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run_listen)
 
 
+def _check_output_folder(out: Path) -> None:
+    """Refuse, before the port is opened, an output folder that a file is in the way of."""
+    from medseg.errors import InputError
+
+    parent = out
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"output {out}: {parent} is a file, not a folder; give another output folder (-o or "
+            "output_dir)."
+        )
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse, before anything starts or is written, a port that another program listens on."""
+    import socket
+
+    from medseg.errors import InputError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the node's server does
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InputError(
+                f"cannot listen on {host}:{port} ({exc.strerror}): another program (or another "
+                "medseg node) uses this port; stop it, or set another port in the config."
+            ) from exc
+
+
 def run_listen(args: argparse.Namespace) -> int:
     """Handler of ``medseg listen``: load the config, :func:`~medseg.node.run_node`, print."""
     from medseg.node import load_node_config, run_node
 
     config = load_node_config(args.config, output_dir=args.output)
+    _check_output_folder(Path(config.output_dir))
+    _check_port_free(config.host, config.port)
     if not args.quiet and not args.verbose:  # a service reports what it does by default
         logging.getLogger("medseg").setLevel(logging.INFO)
     # pynetdicom's debug output would dump data sets (patient data): keep it at warnings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -39,13 +40,21 @@ def run(args: argparse.Namespace) -> int:
     """Handler: load the config, train, report where the checkpoints are."""
     from tqdm import tqdm
 
+    from medseg.errors import ConfigError
     from medseg.training import load_train_config, train
 
+    if args.resume is not None and not Path(args.resume).is_file():
+        raise ConfigError(
+            f"--resume {args.resume}: no such checkpoint file; give the last.pt of an earlier "
+            "run (in its output_dir)."
+        )
     overrides: dict[str, Any] = {}
     if args.output_dir:
         overrides["output_dir"] = args.output_dir
     optim: dict[str, Any] = {}
     if args.epochs is not None:
+        if args.epochs < 1:
+            raise ConfigError(f"--epochs {args.epochs}: give at least 1 epoch.")
         optim["epochs"] = args.epochs
     if args.max_minutes is not None:
         optim["max_minutes"] = args.max_minutes

@@ -99,6 +99,16 @@ class Manifest:
                     "batch (the folder passed as -o)."
                 )
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+            try:  # a damaged file or another program's database: say so, not a traceback
+                for table in ("studies", "attempts", "runs"):
+                    self._db.execute(f"SELECT * FROM {table} LIMIT 0")
+            except sqlite3.DatabaseError as exc:
+                self._db.close()
+                raise InputError(
+                    f"{self.path}: not a readable medseg contour manifest ({exc}); give the "
+                    "output folder of a medseg contour batch, or run medseg contour again "
+                    "into a new folder."
+                ) from exc
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(self.path, timeout=30, isolation_level=None)

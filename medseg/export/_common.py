@@ -245,6 +245,14 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise ExportError(f"{out} is a folder; give a file name such as {out / 'seg.dcm'}.")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ExportError(
+            f"cannot write {out}: {parent} is a file, so no folder can be made under it; "
+            "choose another output path."
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     return out
 

@@ -356,6 +356,12 @@ def parse_address(text: str) -> Destination:
 ORTHANC@127.0.0.1:4242.
     """
     m = _ADDRESS.match(text.strip())
+    ae = text.strip().split("@", 1)[0]
+    if not m and "@" in text and len(ae) > 16:
+        raise ConfigError(
+            f"address {text!r}: the AE title {ae!r} is {len(ae)} characters long; DICOM allows "
+            "at most 16."
+        )
     if not m:
         raise ConfigError(f"address {text!r}: expected AE@HOST:PORT, e.g. ORTHANC@127.0.0.1:4242.")
     host = m["host"].strip("[]")

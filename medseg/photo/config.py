@@ -210,4 +210,10 @@ def load_train_config(
         )
     if config.optimizer not in ("sgd", "adamw"):
         raise ConfigError(f"{path}: optimizer must be 'sgd' or 'adamw', got {config.optimizer!r}.")
+    if config.weights is not None and not Path(config.weights).is_file():
+        # checked here, before the run folder is written
+        raise ConfigError(
+            f"{path}: weights file {config.weights} does not exist; pass an existing .pt/.pth "
+            "file, or weights: null to train from scratch."
+        )
     return config

@@ -154,6 +154,10 @@ def find_mask(photo: Path, mask_dir: Path) -> Path:
     InputError
         Neither exists (the photo itself does not count).
     """
+    if not Path(photo).is_file():
+        raise InputError(f"photo {photo} does not exist; pass an existing image file.")
+    if not Path(mask_dir).is_dir():
+        raise InputError(f"--masks {mask_dir} is not a folder; give the folder holding the masks.")
     for name in (f"{photo.stem}_mask.png", f"{photo.stem}.png"):
         candidate = mask_dir / name
         # a PNG photo in its own folder is not its mask
@@ -361,6 +365,13 @@ def write_series(
     InputError
         An output exists and ``overwrite`` is False.
     """
+    parent = Path(out_dir)
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(
+            f"output {out_dir}: {parent} is a file, not a folder; give another -o folder."
+        )
     csv_path, index, png = (out_dir / f"area_series.{ext}" for ext in ("csv", "json", "png"))
     if not index.exists():
         stale = [p for p in (csv_path, png) if p.is_file()]

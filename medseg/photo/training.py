@@ -305,12 +305,12 @@ def train(config: TrainConfig, *, resume: bool = False) -> Path:
     torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     device = select_device(config.device)
     pairs = [p for d in config.datasets for p in find_pairs(Path(config.data_root) / d)]
     train_pairs, held = split_pairs(
         pairs, holdout_fraction=config.holdout_fraction, seed=config.split_seed, fold=config.fold
     )
+    out.mkdir(parents=True, exist_ok=True)  # only once the data is there: a bad input leaves none
     _write_json(
         out / "split.json",
         {"train": [str(p.image) for p in train_pairs], "held_out": [str(p.image) for p in held]},

@@ -138,6 +138,32 @@ def _sidecar(folder: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
+def _damaged_outputs(folder: Path) -> str:
+    """Why a ``done`` study's outputs cannot be reviewed ('' when they can).
+
+    The report must not show such a study as done without flags: it is listed as failed with
+    this reason (and a warning is logged).
+    """
+    side = folder / "segmentation.json"
+    problem = ""
+    if not (folder / "segmentation.nii.gz").is_file():
+        problem = "its segmentation.nii.gz is missing"
+    else:
+        try:
+            data = json.loads(side.read_text())
+            if not isinstance(data, dict):
+                problem = "its segmentation.json is not a JSON object"
+        except (OSError, ValueError) as exc:
+            problem = f"its segmentation.json cannot be read ({exc})"
+    if problem:
+        problem += (
+            "; the study's outputs are damaged: delete the study folder and run medseg contour "
+            "again to redo it"
+        )
+        logger.warning("study %s: %s", folder.name, problem)
+    return problem
+
+
 def _identifiers(side: Mapping[str, Any]) -> dict[str, str]:
     inp = side.get("input", {}) if isinstance(side.get("input"), dict) else {}
     out = {
@@ -172,13 +198,17 @@ def records_from_manifest(
             folder = out / "studies" / key
             side = _sidecar(folder)
             metrics = _json(row.get("metrics_json")) or side.get("reference_metrics") or {}
+            state, reason = str(row["state"]), str(row.get("reason") or "")
+            damaged = _damaged_outputs(folder) if state == "done" else ""
+            if damaged:
+                state, reason = "failed", damaged
             records.append(
                 StudyRecord(
                     key=key,
-                    state=str(row["state"]),
-                    reason=str(row.get("reason") or ""),
+                    state=state,
+                    reason=reason,
                     timings={t: float(row[t]) for t in _TIMINGS if row.get(t) is not None},
-                    output_dir=folder,
+                    output_dir=None if damaged else folder,
                     metrics=metrics if isinstance(metrics, dict) else {},
                     attempts=int(row.get("attempts") or 0),
                     finished_at=finished.get(key, str(row.get("updated_at") or "")),
@@ -198,6 +228,18 @@ def records_from_folders(
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
         side = _sidecar(folder)
         if not side:
+            if (folder / "segmentation.json").exists() or (folder / "segmentation.nii.gz").exists():
+                records.append(
+                    StudyRecord(
+                        key=folder.name,
+                        state="failed",
+                        reason=_damaged_outputs(folder),
+                    )
+                )
+            continue
+        damaged = _damaged_outputs(folder)
+        if damaged:
+            records.append(StudyRecord(key=folder.name, state="failed", reason=damaged))
             continue
         timings = side.get("timings", {}) if isinstance(side.get("timings"), dict) else {}
         metrics = side.get("reference_metrics") or {}
