@@ -312,6 +312,8 @@ def _provenance(
             "windows_run": predictor.last_windows.get("run", 0),
             "windows_skipped": predictor.last_windows.get("skipped", 0),
         },
+        # per organ: the network's expected Dice (and TTA disagreement), for the review flags
+        "quality": predictor.last_quality,
         "outputs": {f: OUTPUT_FILES[f] for f in options.formats},
     }
 

@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, overload
 
@@ -43,6 +43,7 @@ from medseg.inference.postprocessing import (
     laterality_warnings,
     postprocess_labels,
 )
+from medseg.inference.quality import organ_quality
 from medseg.inference.sliding_window import (
     WindowConfig,
     flip_combinations,
@@ -109,6 +110,11 @@ class InferenceConfig:
         padded with air.
     postprocess
         Clean-ups applied to the labels.
+    quality
+        Also measure how much the network trusts each organ (:mod:`medseg.inference.quality`:
+        expected Dice from its probabilities, and TTA disagreement when ``tta`` is on) into
+        :attr:`Predictor.last_quality`. Costs one probability map on the model grid (and one
+        accumulator per flip with TTA); the labels are the same either way.
     """
 
     overlap: float = 0.5
@@ -121,6 +127,7 @@ class InferenceConfig:
     body_margin_mm: float = 10.0
     min_extent_fraction: float = 0.5
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    quality: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.overlap < 1.0:
@@ -213,7 +220,7 @@ class Predictor:
     (8, (12, 12, 12))
     """
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 -- three inputs, then keyword-only options
         self,
         model: nn.Module | Callable[[torch.Tensor], torch.Tensor],
         spec: PreprocessingSpec,
@@ -224,6 +231,7 @@ class Predictor:
         name: str = "model",
         version: str = "",
         num_threads: int | None = None,
+        mirror_axes: Sequence[int] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.config = config or InferenceConfig()
@@ -244,8 +252,19 @@ class Predictor:
         self.last_windows: dict[str, int] = {}
         #: Largest size of the blended-logit accumulator in the last call (bytes).
         self.last_accumulator_bytes = 0
+        #: Organ → expected Dice (and TTA disagreement) of the last call (``config.quality``).
+        self.last_quality: dict[str, dict[str, float]] = {}
         #: Network precision used (``config.precision`` resolved for the device).
         self.precision = resolve_precision(self.config.precision, self.device)
+        #: Model-grid axes the network was trained to see mirrored (``None``: not declared).
+        self.mirror_axes = None if mirror_axes is None else tuple(int(a) for a in mirror_axes)
+        if self.config.tta and len(self.flips) < 2:
+            raise ConfigError(
+                f"test-time augmentation mirrors the image, but model {name!r} was trained "
+                "without mirrored images (its checkpoint declares no mirror axes): a mirrored "
+                "head is anatomy it never saw, and averaging over it loses organs. Run without "
+                "--tta (inference.tta: false), or train a model with mirroring."
+            )
 
     @classmethod
     def from_checkpoint(
@@ -265,6 +284,11 @@ class Predictor:
         name = os.path.basename(name).removesuffix(".pt") if name.endswith(".pt") else name
         digest = _file_sha256(info.path)
         version = f"medseg {info.medseg_version}; sha256 {digest[:16]}"
+        # a checkpoint trained by medseg declares the axes its training mirrored (none: medseg
+        # CT training never mirrors); one without a training config leaves them undeclared
+        mirror_axes = None
+        if info.config.get("optim") is not None:
+            mirror_axes = tuple(info.config.get("mirror_axes") or ())
         predictor = cls(
             model,
             info.preprocessing,
@@ -274,6 +298,7 @@ class Predictor:
             name=name,
             version=version,
             num_threads=num_threads,
+            mirror_axes=mirror_axes,
         )
         predictor.model_sha256 = digest
         return predictor
@@ -281,13 +306,17 @@ class Predictor:
     # ------------------------------------------------------------------------------------------
     @property
     def flips(self) -> list[tuple[int, ...]]:
-        """Mirror combinations used for TTA (``[()]`` without TTA)."""
+        """Mirror combinations used for TTA (``[()]`` without TTA).
+
+        Only axes the model was trained to see mirrored (:attr:`mirror_axes`; all three when
+        undeclared), never the left–right axis when the label map names sided organs.
+        """
         if not self.config.tta:
             return [()]
-        axes = [0, 1, 2]
+        axes = [0, 1, 2] if self.mirror_axes is None else sorted(set(self.mirror_axes))
         if any(label_side(e.name) for e in self.label_map):
             lr = next(i for i, c in enumerate(self.spec.orientation) if c in "LR")
-            axes.remove(lr)
+            axes = [a for a in axes if a != lr]
         return flip_combinations(axes)
 
     def _check_extent(self, grid: Volume, original: Volume) -> None:
@@ -437,6 +466,7 @@ class Predictor:
             precision=self.precision,  # type: ignore[arg-type]
             accumulator=cfg.accumulator,  # type: ignore[arg-type]
             pad_value=-1024.0,
+            flip_labels=cfg.quality,
         )
         result = sliding_window_labels(
             grid.array,
@@ -445,7 +475,7 @@ class Predictor:
             foreground=has_body,
             device=self.device,
             normalise=lambda a: normalise_hu(a, window_hu),
-            return_probabilities=return_probabilities,
+            return_probabilities=return_probabilities or cfg.quality,
             progress=progress,
         )
         timings["network"] = time.perf_counter() - t1
@@ -469,6 +499,14 @@ class Predictor:
         body = grid.array[box] > threshold
         warnings += laterality_warnings(labels, region.affine, self.label_map, body)
         del body
+        self.last_quality = {}
+        if cfg.quality and result.windows_run:
+            self.last_quality = organ_quality(
+                labels,
+                None if result.probabilities is None else result.probabilities[(slice(None), *box)],
+                {e.name: (e.id, c) for c, e in enumerate(self.label_map, start=1)},
+                [f[box] for f in result.flip_labels],
+            )
         for w in warnings:
             logger.warning(w)
         timings["postprocess"] = time.perf_counter() - t2

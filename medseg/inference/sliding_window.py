@@ -151,6 +151,9 @@ class SlidingWindowResult:
         Largest size of the blended-logit accumulator during the run (bytes).
     window_order
         Axis order of the raster in which windows ran (outermost first).
+    flip_labels
+        With :attr:`WindowConfig.flip_labels` and TTA: each flip's own arg-max labels (same
+        layout as ``labels``; the identity first), for TTA disagreement. Else empty.
     """
 
     labels: npt.NDArray[np.integer]
@@ -159,6 +162,7 @@ class SlidingWindowResult:
     windows_skipped: int
     accumulator_peak_bytes: int = 0
     window_order: tuple[int, int, int] = (0, 1, 2)
+    flip_labels: tuple[npt.NDArray[np.integer], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -257,11 +261,13 @@ def _run_batch(
     batch: torch.Tensor,
     flips: Sequence[tuple[int, ...]],
     autocast_dtype: torch.dtype | None,
+    keep: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Network logits ``(B, C, d, h, w)`` for a batch ``(B, 1, d, h, w)``, averaged over ``flips``.
 
     Without flips the logits keep the network's output dtype (e.g. bfloat16 under autocast);
-    with flips they are averaged in float32.
+    with flips they are averaged in float32. ``keep``, when given, receives each flip's own
+    (mirrored back) logits.
     """
     total: torch.Tensor | None = None
     for flip in flips:
@@ -281,6 +287,8 @@ def _run_batch(
             y = torch.flip(y, dims)
         if len(flips) > 1:
             y = y.float()
+        if keep is not None:
+            keep.append(y)
         total = y if total is None else total + y
     assert total is not None  # flips always holds the identity
     return total / len(flips) if len(flips) > 1 else total
@@ -456,6 +464,9 @@ class WindowConfig:
         clipped so that sums cannot overflow, which leaves arg-max and softmax unchanged).
     pad_value
         Value for padding axes shorter than the window, in image units (air).
+    flip_labels
+        With several ``flips``, also blend each flip's logits on its own and keep its arg-max
+        (:attr:`SlidingWindowResult.flip_labels`): one more accumulator per flip.
 
     Examples
     --------
@@ -471,6 +482,7 @@ class WindowConfig:
     precision: Precision = "float32"
     accumulator: AccumulatorDtype = "float32"
     pad_value: float = 0.0
+    flip_labels: bool = False
 
     def __post_init__(self) -> None:
         roi = tuple(int(v) for v in self.roi_size)
@@ -572,6 +584,9 @@ def sliding_window_labels(
     labels = np.zeros(shape, dtype=np.uint8)
     probs: npt.NDArray[np.float16] | None = None
     acc: _CellAccumulator | None = None
+    per_flip = window.flip_labels and len(flips) > 1
+    flip_accs: list[_CellAccumulator] = []
+    flip_maps: list[npt.NDArray[np.integer]] = []
     done = 0
     with torch.inference_mode():
         for i in range(0, total, batch_size):
@@ -585,7 +600,8 @@ def sliding_window_labels(
             arr = normalise(raw) if normalise is not None else raw
             batch = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
             batch = batch[:, None].to(dev, non_blocking=True)
-            logits = _run_batch(model, batch, flips, autocast_dtype)
+            kept: list[torch.Tensor] | None = [] if per_flip else None
+            logits = _run_batch(model, batch, flips, autocast_dtype, kept)
             del batch
             if acc is None:
                 n_ch = int(logits.shape[1])
@@ -604,12 +620,30 @@ def sliding_window_labels(
                 if return_probabilities:
                     probs = np.zeros((n_ch, *shape), dtype=np.float16)
                     probs[0] = 1.0  # voxels no window covers are background
+                if per_flip:
+                    flip_accs = [
+                        _CellAccumulator(
+                            plan,
+                            roi,
+                            n_ch,
+                            weight,
+                            device=dev,
+                            dtype=_TORCH_DTYPES[accumulator],
+                            clip=clip,
+                            with_weights=False,
+                        )
+                        for _ in flips
+                    ]
+                    flip_maps = [np.zeros(shape, dtype=labels.dtype) for _ in flips]
             elif logits.shape[1] != acc.n_channels:
                 raise ModelError("the network changed its number of output channels.")
             with _torch_threads(threads):
-                for corner, out in zip(chunk, logits, strict=True):
+                for j, (corner, out) in enumerate(zip(chunk, logits, strict=True)):
                     acc.add(out, corner, labels, probs)
-            del logits
+                    for f, facc in enumerate(flip_accs):
+                        assert kept is not None
+                        facc.add(kept[f][j], corner, flip_maps[f], None)
+            del logits, kept
             done += len(chunk)
             if progress is not None:
                 progress(done, total)
@@ -631,4 +665,6 @@ def sliding_window_labels(
         plan.order,
         peak / 2**20,
     )
-    return SlidingWindowResult(labels, probs, total, skipped, peak, plan.order)
+    return SlidingWindowResult(
+        labels, probs, total, skipped, peak, plan.order, tuple(m[crop] for m in flip_maps)
+    )

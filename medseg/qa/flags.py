@@ -16,6 +16,9 @@ fragments  ``(1 - largest component share) / fragments`` when there are more com
            any training contour, else 0
 shape      SRM reconstruction error ``/ (shape_k ×`` the 95th percentile of the training shapes'
            errors of that organ``)``
+confidence the network's own expected Dice of its contour (soft probabilities against the final
+           mask, :func:`medseg.inference.quality.expected_dice`): ``(1 - expected Dice) /
+           (1 - expected_dice)`` (≥ 1 when the network expects Dice below ``expected_dice``)
 tta        ``1 -`` mean Dice of the test-time-augmentation predictions with their consensus,
            ``/ tta``
 model      the segmentation model's own record on this organ: ``(1 - validation Dice) /
@@ -27,13 +30,14 @@ model      the segmentation model's own record on this organ: ``(1 - validation 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from medseg.inference.quality import tta_disagreement
 from medseg.qa.measure import OrganMeasure, expected_side, measure_organs
 
 __all__ = [
@@ -54,6 +58,7 @@ FLAG_NAMES: tuple[str, ...] = (
     "laterality",
     "fragments",
     "shape",
+    "confidence",
     "tta",
     "model",
 )
@@ -67,6 +72,7 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "fragments": 0.05,
     "shape_k": 1.5,
     "tta": 0.15,
+    "expected_dice": 0.7,
     "model_dice": 0.7,
 }
 _MIN_LOG_SD = 0.1
@@ -224,6 +230,7 @@ def organ_flags(
     shape_calibration: Mapping[str, float] | None = None,
     tta_disagreement: float | None = None,
     model_dice: float | None = None,
+    expected_dice: float | None = None,
 ) -> OrganReview:
     """Flags and review score of one organ from its measurements (pure; see module docstring).
 
@@ -241,6 +248,9 @@ def organ_flags(
         ``1 -`` mean Dice of TTA predictions with their consensus (``--tta`` only).
     model_dice
         The segmentation model's mean validation Dice for this organ (its checkpoint metrics).
+    expected_dice
+        The network's expected Dice of this contour from its probabilities
+        (:func:`medseg.inference.quality.expected_dice`), when the segmentation recorded it.
 
     Examples
     --------
@@ -271,6 +281,16 @@ def organ_flags(
     flags.append(_fragments_flag(measure, stats, thr["fragments"]))
     if shape_error is not None and shape_calibration:
         flags.append(_shape_flag(shape_error, shape_calibration, thr["shape_k"]))
+    if expected_dice is not None:
+        limit = thr["expected_dice"]
+        flags.append(
+            Flag(
+                "confidence",
+                _r((1.0 - expected_dice) / max(1.0 - limit, 1e-6)),
+                f"the network is unsure of this contour: its probabilities expect Dice "
+                f"{expected_dice:.2f} (flagged below {limit:.2f})",
+            )
+        )
     if tta_disagreement is not None:
         flags.append(
             Flag(
@@ -300,41 +320,6 @@ def organ_flags(
     )
 
 
-def tta_disagreement(
-    predictions: Sequence[npt.NDArray[np.integer]], label_ids: Sequence[int]
-) -> dict[int, float]:
-    """Per label: ``1 -`` mean Dice of each prediction with the majority-vote consensus.
-
-    Parameters
-    ----------
-    predictions
-        Label arrays of the same grid, one per test-time augmentation (e.g. mirrored inputs,
-        mapped back).
-    label_ids
-        Labels to score; a label absent from every prediction scores 0.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> a = np.zeros((4, 4, 4), np.uint8); a[1:3, 1:3, 1:3] = 1
-    >>> b = a.copy(); b[1:3, 1:3, 3] = 1
-    >>> tta_disagreement([a, a, b], [1])
-    {1: 0.067}
-    """
-    out = {}
-    n = len(predictions)
-    for lab in label_ids:
-        masks = [np.asarray(p == lab) for p in predictions]
-        votes = np.sum(masks, axis=0)
-        consensus = votes * 2 > n
-        dices = []
-        for m in masks:
-            denom = int(m.sum()) + int(consensus.sum())
-            dices.append(2.0 * int(np.logical_and(m, consensus).sum()) / denom if denom else 1.0)
-        out[int(lab)] = round(1.0 - float(np.mean(dices)), 3)
-    return out
-
-
 def review_labels(
     labels: npt.NDArray[np.integer],
     affine: npt.NDArray[np.float64],
@@ -342,6 +327,7 @@ def review_labels(
     *,
     body: npt.NDArray[np.bool_] | None = None,
     tta: Mapping[str, float] | None = None,
+    expected_dice: Mapping[str, float] | None = None,
 ) -> dict[str, OrganReview]:
     """Review every organ of a label map against a :class:`~medseg.qa.model.ReviewModel`.
 
@@ -358,6 +344,8 @@ def review_labels(
         Optional body mask (midline when no midline organ is present).
     tta
         Organ → TTA disagreement (from :func:`tta_disagreement`), when ``--tta`` was on.
+    expected_dice
+        Organ → the network's expected Dice (``quality`` of the study's ``segmentation.json``).
 
     Returns
     -------
@@ -381,6 +369,7 @@ def review_labels(
             shape_error=errors.get(name),
             shape_calibration=cal,
             tta_disagreement=None if tta is None else tta.get(name),
+            expected_dice=None if expected_dice is None else expected_dice.get(name),
             model_dice=model.model_dice.get(name),
         )
     return out

@@ -147,6 +147,24 @@ def _from_record_metrics(metrics: Mapping[str, Any]) -> dict[str, dict[str, floa
     return out
 
 
+def _quality(record: StudyRecord) -> dict[str, dict[str, float]]:
+    """Organ → expected Dice / TTA disagreement from the study's ``segmentation.json``."""
+    if record.output_dir is None:
+        return {}
+    try:
+        data = json.loads((record.output_dir / "segmentation.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    quality = data.get("quality") if isinstance(data, dict) else None
+    if not isinstance(quality, dict):
+        return {}
+    return {
+        str(name): {k: float(v) for k, v in q.items() if isinstance(v, int | float)}
+        for name, q in quality.items()
+        if isinstance(q, dict)
+    }
+
+
 def review_study(
     record: StudyRecord,
     model: Any,
@@ -185,7 +203,15 @@ def review_study(
             arr[pred.array == e.id] = label_map.id_of(e.name)
     colours = {e.name: e.color for e in pred.label_map}
     pred = LabelVolume(pred.volume.with_array(arr), label_map)
-    review.organs = review_labels(arr, pred.affine, model)
+    quality = _quality(record)
+    review.organs = review_labels(
+        arr,
+        pred.affine,
+        model,
+        expected_dice={n: q["expected_dice"] for n, q in quality.items() if "expected_dice" in q},
+        tta={n: q["tta_disagreement"] for n, q in quality.items() if "tta_disagreement" in q}
+        or None,
+    )
     review.metrics = _from_record_metrics(record.metrics)
     ct = ref = None
     if record.sources is not None:

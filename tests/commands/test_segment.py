@@ -46,6 +46,10 @@ def test_segment_openkbp_folder(
     assert side["inference"]["precision"] == "float32"
     assert side["inference"]["accumulator"] == "float32"
     assert isinstance(side["warnings"], list)
+    # the network's own confidence per organ it found, for the review flags
+    found = {e.name for e in labels.label_map if (labels.array == e.id).any()}
+    assert found and found <= set(side["quality"])
+    assert all(0.0 <= side["quality"][n]["expected_dice"] <= 1.0 for n in found)
     # existing outputs are kept without --overwrite
     before = (out / "segmentation.json").stat().st_mtime_ns
     assert main(args) == 2

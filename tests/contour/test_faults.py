@@ -25,9 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 N_STUDIES = 4
 CONFIG = {"inference": {"overlap": 0.25}, "cluster": {"torch_threads": 1, "allowed_failures": 2}}
-#: a slower prediction (flip TTA, 50 % overlap: ~4x the windows), so that a study seen running for
+#: a slower prediction (70 % overlap: ~4.6x the windows of 50 %), so that a study seen running for
 #: 3 s is still predicting when its worker is killed, even on a fast idle machine
-SLOW_CONFIG = {**CONFIG, "inference": {"overlap": 0.5, "tta": True}}
+SLOW_CONFIG = {**CONFIG, "inference": {"overlap": 0.7}}
 
 
 def _free_port() -> int:
@@ -168,7 +168,7 @@ def test_sigkill_driver_then_rerun(cluster, tree: Path, tmp_path: Path) -> None:
     out = tmp_path / "batch"
     cfg = tmp_path / "contour.yaml"
     cfg.write_text(  # slow predictions (SLOW_CONFIG): most studies are still running at the kill
-        "inference: {overlap: 0.5, tta: true}\ncluster: {torch_threads: 1, allowed_failures: 2}\n"
+        "inference: {overlap: 0.7}\ncluster: {torch_threads: 1, allowed_failures: 2}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     driver = subprocess.Popen(

@@ -123,6 +123,22 @@ def test_organ_side_and_flag_severity_scale() -> None:
     assert r.flagged
 
 
+def test_confidence_flag_from_the_networks_expected_dice(
+    model: ReviewModel, case: tuple[np.ndarray, np.ndarray]
+) -> None:
+    labels, affine = case
+    sure = review_labels(labels, affine, model, expected_dice={"Larynx": 0.93})
+    unsure = review_labels(labels, affine, model, expected_dice={"Larynx": 0.55})
+    assert not sure["Larynx"].flagged
+    conf = next(f for f in unsure["Larynx"].flags if f.name == "confidence")
+    # (1 - 0.55) / (1 - 0.7) = 1.5: flagged, and the reason names the expected Dice
+    assert conf.severity == pytest.approx(1.5, abs=1e-3) and conf.flagged
+    assert "expect Dice 0.55" in conf.reason
+    assert unsure["Larynx"].score == pytest.approx(1.5, abs=1e-3)
+    # organs without a recorded expected Dice get no confidence flag
+    assert all(f.name != "confidence" for f in unsure["Mandible"].flags)
+
+
 def test_tta_disagreement_matches_pairwise_definition() -> None:
     rng = np.random.default_rng(0)
     base = np.zeros((12, 12, 12), np.uint8)
