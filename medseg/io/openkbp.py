@@ -150,6 +150,13 @@ def _read_sparse(path: Path, *, with_values: bool) -> tuple[npt.NDArray[np.int64
             f"{path}: not an OpenKBP sparse CSV (expected header ',data', got "
             f"{lines[0][:40] if lines else 'an empty file'!r})."
         )
+    if not text.endswith("\n"):
+        # every row of an OpenKBP CSV ends with a line break; a file that stops inside a row was
+        # cut short (an interrupted copy), and its last row may still parse as a wrong number
+        raise InputError(
+            f"{path}: truncated OpenKBP CSV (it ends inside a row: {lines[-1][-40:]!r}); the "
+            "file was cut short. Copy it again from its source."
+        )
     body = [ln for ln in lines[1:] if ln.strip()]
     n = int(np.prod(GRID_SHAPE))
     try:

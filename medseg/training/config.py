@@ -127,6 +127,25 @@ class OptimConfig:
     max_minutes: float | None = None
     amp: bool = True
 
+    def __post_init__(self) -> None:
+        counts = {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "samples_per_case": self.samples_per_case,
+            "val_every": self.val_every,
+        }
+        for key, value in counts.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"optim.{key} must be an integer ≥ 1; got {value!r}.")
+        if not 0.0 <= self.pos_fraction <= 1.0:
+            raise ConfigError(f"optim.pos_fraction must be in [0, 1]; got {self.pos_fraction}.")
+        if not self.lr > 0:
+            raise ConfigError(f"optim.lr must be > 0; got {self.lr}.")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ConfigError(
+                f"optim.max_minutes must be > 0 (or left out for no limit); got {self.max_minutes}."
+            )
+
 
 @dataclass(frozen=True)
 class SRMConfig:

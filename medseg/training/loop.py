@@ -287,6 +287,18 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: Path, title: str) 
     write_atomic(path, lambda tmp: fig.savefig(tmp, dpi=80, format="png"))
 
 
+def _read_resume(resume: str | os.PathLike[str], cfg: TrainConfig) -> dict[str, Any]:
+    """The checkpoint to resume from, checked against the config before any work."""
+    payload, info = read_checkpoint(resume)
+    if info.model_name != cfg.model.name or "training_state" not in payload:
+        raise ModelError(
+            f"{resume}: cannot resume: it holds model {info.model_name!r} "
+            f"{'without' if 'training_state' not in payload else 'with'} training state; "
+            f"the config trains {cfg.model.name!r}. Pass the run's last.pt."
+        )
+    return dict(payload)
+
+
 def train(
     cfg: TrainConfig,
     *,
@@ -302,7 +314,6 @@ def train(
     amp_dtype = autocast_dtype(device) if cfg.optim.amp else None
     logger.info("device %s, autocast %s", device, amp_dtype or "off (float32)")
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     by_id = {c.id: c for c in discover_cases(cfg.data)}
     train_ids, val_ids = split_cases(list(by_id), cfg.data)
     train_cases = [by_id[c] for c in train_ids]
@@ -315,6 +326,9 @@ def train(
             f"validation patients {incomplete_val} lack contours of some organs; validate on "
             "completely contoured patients (data.val_cases or another fold)."
         )
+    resumed = _read_resume(resume, cfg) if resume is not None else None
+    # every check above runs before the run folder is made: a refused run leaves nothing
+    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "config.json", lambda t: t.write_text(json.dumps(cfg.to_dict(), indent=2)))
     cases_json = {
         "train": train_ids,
@@ -379,14 +393,8 @@ def train(
 
     rows: list[dict[str, Any]] = []
     epoch0, step, best, elapsed0 = 0, 0, -math.inf, 0.0
-    if resume is not None:
-        payload, info = read_checkpoint(resume)
-        if info.model_name != cfg.model.name or "training_state" not in payload:
-            raise ModelError(
-                f"{resume}: cannot resume: it holds model {info.model_name!r} "
-                f"{'without' if 'training_state' not in payload else 'with'} training state; "
-                f"the config trains {cfg.model.name!r}. Pass the run's last.pt."
-            )
+    if resumed is not None:
+        payload = resumed
         model.load_state_dict(payload["state_dict"])
         st = payload["training_state"]
         opt.load_state_dict(st["optimizer"])

@@ -413,6 +413,25 @@ def _(t: Path, a: Assets) -> list[str]:
     return ["train", str(_train_yaml(t, a)), "--epochs", "0", "--no-progress"]
 
 
+@case("yaml-zero-epochs", "train", "optim.epochs must be an integer ≥ 1", "got 0")
+def _(t: Path, a: Assets) -> list[str]:
+    cfg = _train_yaml(t, a)
+    cfg.write_text(cfg.read_text().replace("optim: {epochs: 1,", "optim: {epochs: 0,"))
+    return ["train", str(cfg), "--no-progress"]
+
+
+@case("val-case-unknown", "train", "pt_9999", "not among the patients")
+def _(t: Path, a: Assets) -> list[str]:
+    cfg = _train_yaml(t, a)
+    cfg.write_text(cfg.read_text().replace("val_cases: [pt_100]", "val_cases: [pt_9999]"))
+    return ["train", str(cfg), "--no-progress"]
+
+
+@case("resume-from-a-final-checkpoint", "train", "cannot resume", "Pass the run's last.pt")
+def _(t: Path, a: Assets) -> list[str]:  # a released checkpoint has no training state
+    return ["train", str(_train_yaml(t, a)), "--resume", str(a.ckpt), "--no-progress"]
+
+
 # -- photo train --------------------------------------------------------------------------------
 
 

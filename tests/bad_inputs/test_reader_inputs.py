@@ -294,6 +294,21 @@ def _openkbp(file: str, how: str) -> Builder:
     return build
 
 
+def _openkbp_plain_cut(file: str) -> Builder:
+    """A complete-patient folder (plain CSVs) whose ``file`` stops inside a row, as an
+    interrupted copy leaves it: the last row ``index,value`` loses its last characters."""
+
+    def build(tmp: Path, shared: Path) -> Path:
+        pt = tmp / "pt_4"
+        shutil.copytree(shared / "openkbp_hn_ct" / "train-pats" / "pt_4", pt)
+        data = (pt / file).read_bytes()
+        cut = data.rfind(b",", 0, len(data) // 2) + 3  # inside a value, mid-file
+        (pt / file).write_bytes(data[:cut])
+        return pt
+
+    return build
+
+
 def _openkbp_voxel_size(values: str) -> Builder:
     def build(tmp: Path, shared: Path) -> Path:
         pt = tmp / "pt_1"
@@ -369,6 +384,10 @@ CASES: list[Case] = [
          ("ct.csv.gz: corrupt or truncated gzip",)),
     Case("openkbp_roi_truncated", _openkbp("Brainstem.csv.gz", "tail"), InputError,
          ("Brainstem.csv.gz: corrupt or truncated gzip",), labels=True),
+    Case("openkbp_plain_ct_cut", _openkbp_plain_cut("ct.csv"), InputError,
+         ("ct.csv: truncated OpenKBP CSV", "ends inside a row", "Copy it again")),
+    Case("openkbp_plain_roi_cut", _openkbp_plain_cut("Mandible.csv"), InputError,
+         ("Mandible.csv: truncated OpenKBP CSV",), labels=True),
     Case("openkbp_voxel_dims_crc", _openkbp("voxel_dimensions.csv.gz", "crc"), InputError,
          ("voxel_dimensions.csv.gz: corrupt or truncated gzip",)),
     # geometry invented or ignored
