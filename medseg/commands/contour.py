@@ -20,7 +20,10 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from medseg.contour.runner import BatchResult
 
 __all__ = ["register", "run_contour_command", "run_status"]
 
@@ -98,7 +101,7 @@ def _run_batch(args: argparse.Namespace) -> int:
         for bar in bars:
             bar.close()
     _print_table(result.studies)
-    report = _write_report(result.output_dir, args.inputs)
+    report = _write_report(result)
     c = result.counts
     sys.stdout.write(
         f"{c['done']} done, {c['failed']} failed, {c['skipped']} skipped "
@@ -110,15 +113,18 @@ def _run_batch(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
-def _write_report(output: Path, inputs: list[str]) -> Path | None:
-    """The batch's review report (medseg.qa); one that cannot be written is only a warning."""
+def _write_report(result: BatchResult) -> Path | None:
+    """The batch's review report (medseg.qa); one that cannot be written is only a warning.
+
+    The studies found by the batch are passed on, so the inputs are not scanned again.
+    """
     import logging
 
     from medseg.errors import MedsegError
     from medseg.qa import write_report
 
     try:
-        return write_report(output, inputs=inputs)
+        return write_report(result.output_dir, plans=result.plans)
     except MedsegError as exc:
         logging.getLogger(__name__).warning("review report not written: %s", exc)
         return None

@@ -67,6 +67,8 @@ class BatchResult:
         Keys already done before (same input and model) and not run again.
     wall_s
         Seconds of this invocation.
+    plans
+        The studies found (and selected) in the inputs, for the review report.
     """
 
     output_dir: Path
@@ -76,6 +78,7 @@ class BatchResult:
     kept: tuple[str, ...] = ()
     wall_s: float = 0.0
     studies: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    plans: tuple[StudyPlan, ...] = field(default=(), repr=False)
 
     @property
     def exit_code(self) -> int:
@@ -434,6 +437,7 @@ def run_contour(
         kept=tuple(kept),
         wall_s=round(time.perf_counter() - t0, 3),
         studies=[r for r in studies if r["key"] in keys],
+        plans=tuple(plans),
     )
 
 

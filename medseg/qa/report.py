@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -586,6 +587,7 @@ def write_report(
                 f"{out}: neither manifest.sqlite nor studies/ found; give the output folder of a "
                 "medseg contour batch."
             )
+    started = time.time()
     model = review_model if review_model is not None else _default_model(records)
     final = out / REPORT_DIR
     # built in a hidden folder and renamed into place whole: a killed run leaves no half
@@ -613,7 +615,9 @@ def write_report(
             for s in studies:
                 s["reason"] = redact_paths(s["reason"])
                 s["note"] = redact_paths(s["note"])
-        data = {"studies": studies, "thresholds": model.thresholds}
+        # wall-clock start/end of the build (epoch s), for the batch benchmark's time split
+        built = {"started": round(started, 3), "finished": round(time.time(), 3)}
+        data = {"studies": studies, "thresholds": model.thresholds, "built": built}
         write_atomic(report / "review.json", lambda t: t.write_text(json.dumps(data, indent=1)))
         index = _batch_page(reviews, timing_png, show_identifiers, len(model.labels))
         write_atomic(report / "index.html", lambda t: t.write_text(index, "utf-8"))
