@@ -9,6 +9,7 @@ ROC AUC, sensitivity and specificity per flag with bootstrap confidence interval
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -69,8 +70,9 @@ def predict_cases(
     case_folders
         OpenKBP patient folders (``ct.csv`` or ``ct.csv.gz``).
     cache_dir
-        Folder of ``<case>.npz`` files: ``labels`` (uint8, the CT grid), and per organ id
-        ``c`` its probability (×255, uint8) cropped to ``box_c`` = (lo0, lo1, lo2, hi0, hi1, hi2).
+        Folder of ``<case>.npz`` files: ``labels`` (uint8, the CT grid), ``quality`` (the
+        predictor's per-organ expected Dice, JSON), and per organ id ``c`` its probability
+        (×255, uint8) cropped to ``box_c`` = (lo0, lo1, lo2, hi0, hi1, hi2).
     num_threads
         Torch CPU threads.
 
@@ -89,7 +91,7 @@ def predict_cases(
     for folder in case_folders:
         dest = cache / f"{Path(folder).name}.npz"
         paths.append(dest)
-        if dest.is_file():
+        if dest.is_file() and _has_quality(dest):
             continue
         if predictor is None:
             predictor = Predictor.from_checkpoint(checkpoint, device="cpu", num_threads=num_threads)
@@ -98,11 +100,27 @@ def predict_cases(
         arrays = {
             "labels": labels.volume.array.astype(np.uint8),
             "affine": labels.volume.affine,
+            "quality": np.array(json.dumps(predictor.last_quality)),
             **_prob_crops(probs, len(predictor.label_map)),
         }
         write_atomic(dest, lambda tmp, a=arrays: np.savez_compressed(tmp, **a))  # type: ignore[misc]
         logger.info("cached %s", dest)
     return paths
+
+
+def _has_quality(path: Path) -> bool:
+    """Whether a cache file holds the predictor's per-organ quality (newer caches do)."""
+    try:
+        with np.load(path) as z:
+            return "quality" in z.files
+    except (OSError, ValueError):
+        return False
+
+
+def cached_quality(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
+    """The :attr:`~medseg.inference.Predictor.last_quality` stored by :func:`predict_cases`."""
+    with np.load(path) as z:
+        return dict(json.loads(str(z["quality"]))) if "quality" in z.files else {}
 
 
 def load_cached_prediction(
@@ -230,7 +248,9 @@ def validation_table(
         )
         pred = LabelVolume(Volume(labels, affine), label_map)
         metrics = _reference_metrics(pred, ref)
-        review = review_labels(labels, affine, model)
+        quality = cached_quality(path)
+        expected = {n: q["expected_dice"] for n, q in quality.items() if "expected_dice" in q}
+        review = review_labels(labels, affine, model, expected_dice=expected or None)
         for name in have:
             o = review[name]
             lid = label_map.id_of(name)
@@ -248,12 +268,25 @@ def validation_table(
                     "volume_cm3": o.measure.volume_cm3,
                     "score": o.score,
                     "score_intrinsic": max(
-                        (f.severity for f in o.flags if f.name != "model"), default=0.0
+                        (f.severity for f in o.flags if f.name not in ("model", "confidence")),
+                        default=0.0,
                     ),
+                    "score_without_confidence": max(
+                        (f.severity for f in o.flags if f.name != "confidence"), default=0.0
+                    ),
+                    "expected_dice": expected.get(name),
                     "confidence": round(conf, 4),
                     **{
                         f"sev_{k}": sev.get(k)
-                        for k in ("missing", "volume", "laterality", "fragments", "shape", "model")
+                        for k in (
+                            "missing",
+                            "volume",
+                            "laterality",
+                            "fragments",
+                            "shape",
+                            "confidence",
+                            "model",
+                        )
                     },
                     "shape_error": o.shape_error,
                     "volume_z": o.volume_z,
@@ -265,12 +298,14 @@ def validation_table(
 #: Scores evaluated by :func:`flag_performance`: row key → description.
 SCORES: dict[str, str] = {
     "score": "combined review score (max severity of all flags; shipped)",
-    "score_intrinsic": "combined, without the model flag (contour-only flags)",
+    "score_without_confidence": "combined, without the confidence flag (the flags of before)",
+    "score_intrinsic": "combined, without the model and confidence flags (contour-only flags)",
     "sev_missing": "missing organ",
     "sev_volume": "volume outside the training distribution",
     "sev_laterality": "laterality / off-midline",
     "sev_fragments": "disconnected fragments",
     "sev_shape": "SRM shape plausibility",
+    "sev_confidence": "the network's expected Dice of the contour (its probabilities)",
     "sev_model": "model weak on this organ (checkpoint's validation Dice)",
     "uncertainty": "1 - mean network probability in the organ (not shipped: experiment)",
 }
