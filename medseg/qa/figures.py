@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -20,7 +21,13 @@ import numpy.typing as npt
 from medseg.io.atomic import write_atomic
 from medseg.plotting import new_figure
 
-__all__ = ["CT_WINDOW_HU", "batch_timing_chart", "organ_overlay", "volume_chart"]
+__all__ = [
+    "CT_WINDOW_HU",
+    "batch_timing_chart",
+    "organ_overlay",
+    "overlay_view",
+    "volume_chart",
+]
 
 #: Soft-tissue window (level 40, width 400) for the CT under the contours.
 CT_WINDOW_HU = (-160.0, 240.0)
@@ -39,22 +46,132 @@ def _views(
     return [array[k], array[:, j, :][::-1], array[:, :, i][::-1]]
 
 
-def _zoom(
-    ax: Any, mask: npt.NDArray[np.bool_], mm: tuple[float, float], shape: tuple[int, ...]
-) -> None:
-    """Limit a view to the organ with a margin of 30 mm (at least 100 mm across)."""
+_PANEL_PX = 260  # each view is fitted into a PANEL_PX square, physical aspect kept
+_LINE_PX = 2  # contour line width (pixels of the output image)
+_DASH_PX = (6, 4)  # reference dash: on, off (pixels along the boundary)
+_GAP_PX = 12
+_TITLE_PX = 24
+_LABEL_PX = 18
+_PNG_COMPRESS = 2  # zlib level: fast; a 820x310 overlay is ~100-200 kB
+
+
+@functools.lru_cache(maxsize=4)
+def _font(size: int) -> Any:
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (ImportError, OSError, TypeError):  # Pillow without FreeType: the bitmap font
+        return ImageFont.load_default()
+
+
+def _crop_box(
+    mask: npt.NDArray[np.bool_], mm: tuple[float, float], shape: tuple[int, int]
+) -> tuple[slice, slice]:
+    """Rows/columns of a view shown: the organ with a 30 mm margin (at least 100 mm across).
+
+    The same limits as the matplotlib version had (centre ± half, clipped to the array),
+    rounded to whole pixels; the whole view when the organ is not in it.
+    """
     where = np.argwhere(mask)
     if where.size == 0:
-        return
-    limits = []
+        return slice(0, shape[0]), slice(0, shape[1])
+    out = []
     for axis in (0, 1):
-        lo, hi = where[:, axis].min(), where[:, axis].max()
+        lo, hi = int(where[:, axis].min()), int(where[:, axis].max())
         margin = 30.0 / mm[axis]
         half = max((hi - lo) / 2.0 + margin, 50.0 / mm[axis])
         mid = (lo + hi) / 2.0
-        limits.append((max(mid - half, -0.5), min(mid + half, shape[axis] - 0.5)))
-    ax.set_xlim(limits[1])
-    ax.set_ylim(limits[0][1], limits[0][0])
+        a = max(int(np.floor(mid - half + 0.5)), 0)
+        b = min(int(np.ceil(mid + half - 0.5)), shape[axis] - 1)
+        out.append(slice(a, b + 1))
+    return out[0], out[1]
+
+
+def _nearest_index(n_in: int, n_out: int) -> npt.NDArray[np.intp]:
+    """Source index of each output pixel for a nearest-neighbour resize (pixel centres)."""
+    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.intp), n_in - 1)
+
+
+def _boundary(mask: npt.NDArray[np.bool_], width: int) -> tuple[npt.NDArray[np.bool_], ...]:
+    """Inner boundary band of ``width`` pixels: (across rows, across columns).
+
+    ``rows`` holds the pixels within ``width`` of a change along the rows (horizontal edges),
+    ``cols`` those of vertical edges. The image border is no edge (a mask cut by the view is
+    not closed there, as a contour plot would not be).
+    """
+    from scipy.ndimage import minimum_filter1d
+
+    m = mask.view(np.uint8)
+    size = 2 * width + 1
+    rows = mask & ~minimum_filter1d(m, size, axis=0, mode="nearest").astype(bool)
+    cols = mask & ~minimum_filter1d(m, size, axis=1, mode="nearest").astype(bool)
+    return rows, cols
+
+
+def overlay_view(
+    ct: npt.NDArray[np.floating] | None,
+    pred: npt.NDArray[np.bool_],
+    ref: npt.NDArray[np.bool_] | None,
+    colour: tuple[int, int, int],
+    size: tuple[int, int],
+) -> npt.NDArray[np.uint8]:
+    """One view as an RGB image: CT in the soft-tissue window, contours of the masks.
+
+    Parameters
+    ----------
+    ct
+        2D CT in HU (``None``: black).
+    pred, ref
+        2D masks of the same shape: the prediction (solid, ``colour``) and the reference
+        (dashed white, may be ``None``).
+    colour
+        RGB 0–255 of the predicted contour.
+    size
+        Output ``(height, width)`` in pixels. Masks are resized nearest-neighbour (their
+        contours follow the voxel edges); the CT bilinearly.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(height, width, 3)`` uint8. The contour is the mask's inner boundary, ``_LINE_PX``
+        wide; the reference's is drawn over it in white dashes.
+    """
+    h, w = size
+    ri = _nearest_index(pred.shape[0], h)
+    ci = _nearest_index(pred.shape[1], w)
+    if ct is not None:
+        from PIL import Image
+
+        lo, hi = CT_WINDOW_HU
+        # interpolated in HU, then windowed (as matplotlib's imshow did): bone stays round
+        img = Image.fromarray(np.ascontiguousarray(ct, np.float32), "F")
+        if img.size != (w, h):
+            img = img.resize((w, h), Image.Resampling.BILINEAR)
+        grey = np.clip((np.asarray(img) - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255)
+        rgb = np.repeat(grey.astype(np.uint8)[:, :, None], 3, axis=2)
+    else:
+        rgb = np.zeros((h, w, 3), np.uint8)
+    if pred.any():
+        rows, cols = _boundary(pred[np.ix_(ri, ci)], _LINE_PX)
+        rgb[rows | cols] = colour
+    if ref is not None and ref.any():
+        rows, cols = _boundary(ref[np.ix_(ri, ci)], _LINE_PX)
+        on, off = _DASH_PX
+        r, c = np.ogrid[:h, :w]
+        # along a horizontal edge the dash phase is the column, along a vertical one the row:
+        # the upscaled boundary is made of horizontal and vertical runs only
+        dash = (rows & ((c % (on + off)) < on)) | (cols & ~rows & ((r % (on + off)) < on))
+        rgb[dash] = 255
+    return rgb
+
+
+def _panel_size(shape: tuple[int, int], mm: tuple[float, float]) -> tuple[int, int]:
+    """Output (height, width) of a view of ``shape`` pixels of ``mm``: fitted into the panel
+    square with the physical aspect ratio kept (square output pixels)."""
+    h_mm, w_mm = shape[0] * mm[0], shape[1] * mm[1]
+    scale = _PANEL_PX / max(h_mm, w_mm)
+    return max(1, round(h_mm * scale)), max(1, round(w_mm * scale))
 
 
 def organ_overlay(
@@ -68,7 +185,13 @@ def organ_overlay(
     *,
     title: str = "",
 ) -> Path:
-    """Three orthogonal views through one organ, written as a PNG.
+    """Three orthogonal views through one organ, written as a PNG (numpy + Pillow).
+
+    Axial (anterior up, patient left on the right), coronal (superior up, patient left on the
+    right) and sagittal (superior up, anterior on the left) slices through the organ's
+    centroid, each limited to the organ with a 30 mm margin (at least 100 mm across) and fitted
+    into a 260-pixel square with the physical aspect ratio of the spacing; CT in the
+    soft-tissue window, the predicted contour in the label colour, the reference dashed white.
 
     Parameters
     ----------
@@ -88,6 +211,8 @@ def organ_overlay(
     title
         Figure title.
     """
+    from PIL import Image, ImageDraw
+
     mask = labels == label_id
     ref = None if reference is None else reference == label_id
     where = np.argwhere(mask) if mask.any() else (np.argwhere(ref) if ref is not None else None)
@@ -96,42 +221,43 @@ def organ_overlay(
         if where is not None and len(where)
         else np.array(labels.shape) // 2
     )
-    rgb = tuple(c / 255.0 for c in colour)
-    fig, axes = new_figure((9.0, 3.4), 1, 3)
     s0, s1, s2 = (float(s) for s in spacing_mm)
-    aspects = [s1 / s2, s0 / s2, s0 / s1]
     names = ["axial", "coronal", "sagittal"]
     bg = _views(ct, centre) if ct is not None else [None] * 3
     pm = _views(mask, centre)
     rm = _views(ref, centre) if ref is not None else [None] * 3
     pix = [(s1, s2), (s0, s2), (s0, s1)]  # (row, column) mm per pixel of each view
-    for ax, b, p, r, asp, name, mm in zip(axes, bg, pm, rm, aspects, names, pix, strict=True):
-        shape = p.shape
-        if b is not None:
-            ax.imshow(
-                b,
-                cmap="gray",
-                vmin=CT_WINDOW_HU[0],
-                vmax=CT_WINDOW_HU[1],
-                aspect=asp,
-                interpolation="bilinear",
-            )
-        else:
-            ax.imshow(np.zeros(shape), cmap="gray", vmin=0, vmax=1, aspect=asp)
-        if p.any():
-            ax.contour(p.astype(float), levels=[0.5], colors=[rgb], linewidths=1.6)
-        if r is not None and r.any():
-            ax.contour(
-                r.astype(float), levels=[0.5], colors=["white"], linewidths=1.2, linestyles="dashed"
-            )
-        _zoom(ax, p if r is None else (p | r), mm, shape)
-        ax.set_title(name, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    top = _TITLE_PX + _LABEL_PX
+    width = 3 * _PANEL_PX + 4 * _GAP_PX
+    canvas = np.full((top + _PANEL_PX + _GAP_PX, width, 3), 255, np.uint8)
+    boxes = []
+    rgb_colour = (int(colour[0]), int(colour[1]), int(colour[2]))
+    for n, (b, p, r, mm) in enumerate(zip(bg, pm, rm, pix, strict=True)):
+        rows, cols = _crop_box(p if r is None else (p | r), mm, p.shape)
+        pc = p[rows, cols]
+        h, w = _panel_size(pc.shape, mm)
+        view = overlay_view(
+            None if b is None else b[rows, cols],
+            pc,
+            None if r is None else r[rows, cols],
+            rgb_colour,
+            (h, w),
+        )
+        x0 = _GAP_PX + n * (_PANEL_PX + _GAP_PX) + (_PANEL_PX - w) // 2
+        y0 = top + (_PANEL_PX - h) // 2
+        canvas[y0 : y0 + h, x0 : x0 + w] = view
+        boxes.append((x0, y0, w, h))
+    image = Image.fromarray(canvas, "RGB")
+    draw = ImageDraw.Draw(image)
+    for name, (x0, y0, w, h) in zip(names, boxes, strict=True):
+        draw.rectangle((x0 - 1, y0 - 1, x0 + w, y0 + h), outline=(40, 40, 40))
+        draw.text((x0 + w / 2, y0 - 4), name, fill=(0, 0, 0), font=_font(12), anchor="md")
     if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+        draw.text((width / 2, 4), title, fill=(0, 0, 0), font=_font(14), anchor="ma")
+    return write_atomic(
+        path,
+        lambda tmp: image.save(tmp, format="PNG", optimize=False, compress_level=_PNG_COMPRESS),
+    )
 
 
 def volume_chart(
