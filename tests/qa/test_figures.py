@@ -126,7 +126,7 @@ def test_organ_overlay_geometry_orientation_and_aspect(tmp_path: Path) -> None:
         assert abs((gr1 - gr0 + 1) - oh * scale) <= 2, n
         assert abs((gc1 - gc0 + 1) - ow * scale) <= 2, n
         assert white[r0 : r1 + 1, c0 : c1 + 1].sum() > 20, n  # the dashed reference is drawn
-        height, width = g.shape
+        width = g.shape[1]
         if n == 0:  # axial: anterior (row 5 of 1 mm) up: 5 mm from the top
             assert abs(gr0 - 5 * scale) <= 1
             assert abs(gc0 - 20 * scale) <= 1  # column 40 of 0.5 mm: 20 mm from the left
