@@ -381,6 +381,9 @@ def run_contour(
         from medseg.runtime import select_device
 
         select_device(config.device)
+    from medseg.inference.predictor import check_inference_for_checkpoint
+
+    check_inference_for_checkpoint(config.model, config.inference_config())
     plans = discover_studies(inputs, config.selection, exclude=[out])
     stamps["discovered"] = time.time()
     sha = model_sha256(config.model)

@@ -167,6 +167,56 @@ class InferenceConfig:
         return cls(**kw)
 
 
+def declared_mirror_axes(training_config: Mapping[str, Any]) -> tuple[int, ...] | None:
+    """The model-grid axes a checkpoint's training mirrored, from its stored training config.
+
+    A checkpoint trained by medseg declares them (``mirror_axes``; medseg's CT training never
+    mirrors, so ``()``); one without a training config leaves them undeclared (``None``).
+    """
+    if training_config.get("optim") is None:
+        return None
+    return tuple(int(a) for a in training_config.get("mirror_axes") or ())
+
+
+def tta_flips(
+    mirror_axes: Sequence[int] | None, label_map: LabelMap, orientation: str
+) -> list[tuple[int, ...]]:
+    """Mirror combinations for TTA: the declared axes (all three when undeclared), never the
+    left–right axis when the label map names sided organs (mirroring would swap them)."""
+    axes = [0, 1, 2] if mirror_axes is None else sorted({int(a) for a in mirror_axes})
+    if any(label_side(e.name) for e in label_map):
+        lr = next(i for i, c in enumerate(orientation) if c in "LR")
+        axes = [a for a in axes if a != lr]
+    return flip_combinations(axes)
+
+
+def _check_tta(name: str, flips: Sequence[tuple[int, ...]]) -> None:
+    if len(flips) < 2:
+        raise ConfigError(
+            f"test-time augmentation mirrors the image, but model {name!r} was trained "
+            "without mirrored images (its checkpoint declares no mirror axes): a mirrored "
+            "head is anatomy it never saw, and averaging over it loses organs. Run without "
+            "--tta (inference.tta: false), or train a model with mirroring."
+        )
+
+
+def check_inference_for_checkpoint(
+    name_or_path: str | os.PathLike[str], config: InferenceConfig
+) -> None:
+    """Refuse, before any work, an inference config the checkpoint cannot honour (TTA on a
+    model trained without mirroring). Reads the checkpoint; builds no network."""
+    if not config.tta:
+        return
+    from medseg.models.checkpoint import read_checkpoint
+
+    _, info = read_checkpoint(name_or_path)
+    flips = tta_flips(
+        declared_mirror_axes(info.config), info.label_map, info.preprocessing.orientation
+    )
+    name = os.path.basename(os.fspath(name_or_path)).removesuffix(".pt")
+    _check_tta(name, flips)
+
+
 def _file_sha256(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -258,13 +308,8 @@ class Predictor:
         self.precision = resolve_precision(self.config.precision, self.device)
         #: Model-grid axes the network was trained to see mirrored (``None``: not declared).
         self.mirror_axes = None if mirror_axes is None else tuple(int(a) for a in mirror_axes)
-        if self.config.tta and len(self.flips) < 2:
-            raise ConfigError(
-                f"test-time augmentation mirrors the image, but model {name!r} was trained "
-                "without mirrored images (its checkpoint declares no mirror axes): a mirrored "
-                "head is anatomy it never saw, and averaging over it loses organs. Run without "
-                "--tta (inference.tta: false), or train a model with mirroring."
-            )
+        if self.config.tta:
+            _check_tta(name, self.flips)
 
     @classmethod
     def from_checkpoint(
@@ -284,11 +329,6 @@ class Predictor:
         name = os.path.basename(name).removesuffix(".pt") if name.endswith(".pt") else name
         digest = _file_sha256(info.path)
         version = f"medseg {info.medseg_version}; sha256 {digest[:16]}"
-        # a checkpoint trained by medseg declares the axes its training mirrored (none: medseg
-        # CT training never mirrors); one without a training config leaves them undeclared
-        mirror_axes = None
-        if info.config.get("optim") is not None:
-            mirror_axes = tuple(info.config.get("mirror_axes") or ())
         predictor = cls(
             model,
             info.preprocessing,
@@ -298,7 +338,7 @@ class Predictor:
             name=name,
             version=version,
             num_threads=num_threads,
-            mirror_axes=mirror_axes,
+            mirror_axes=declared_mirror_axes(info.config),
         )
         predictor.model_sha256 = digest
         return predictor
@@ -313,11 +353,7 @@ class Predictor:
         """
         if not self.config.tta:
             return [()]
-        axes = [0, 1, 2] if self.mirror_axes is None else sorted(set(self.mirror_axes))
-        if any(label_side(e.name) for e in self.label_map):
-            lr = next(i for i, c in enumerate(self.spec.orientation) if c in "LR")
-            axes = [a for a in axes if a != lr]
-        return flip_combinations(axes)
+        return tta_flips(self.mirror_axes, self.label_map, self.spec.orientation)
 
     def _check_extent(self, grid: Volume, original: Volume) -> None:
         roi = self.spec.roi_size

@@ -162,6 +162,11 @@ def _(t: Path, a: Assets) -> list[str]:
     return ["segment", str(t / "notes.txt"), "-o", str(t / "out"), "--model", str(a.ckpt)]
 
 
+@case("tta-on-a-model-trained-without-mirroring", "segment", "trained without mirrored", "--tta")
+def _(t: Path, a: Assets) -> list[str]:  # the shipped hn_oar: mirrored TTA would lose organs
+    return ["segment", str(_ct(a)), "-o", str(t / "out"), "--tta"]
+
+
 @case("empty-input-folder", "segment", "empty")
 def _(t: Path, a: Assets) -> list[str]:
     (t / "empty").mkdir()
@@ -316,6 +321,12 @@ def _(t: Path, a: Assets) -> list[str]:
 @case("config-missing", "contour", "none.yaml")
 def _(t: Path, a: Assets) -> list[str]:
     return ["contour", str(_ct(a)), "-o", str(t / "out"), "--config", str(t / "none.yaml")]
+
+
+@case("tta-on-a-model-trained-without-mirroring", "contour", "hn_oar", "inference.tta: false")
+def _(t: Path, a: Assets) -> list[str]:
+    (t / "c.yaml").write_text("inference: {tta: true}\n")
+    return ["contour", str(_ct(a)), "-o", str(t / "out"), "--config", str(t / "c.yaml")]
 
 
 @case("csv-list-without-path-column", "contour", "list.csv", "path")
