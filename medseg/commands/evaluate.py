@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from medseg.errors import InputError
+from medseg.io.atomic import nearest_existing
 from medseg.metrics import (
     MetricsConfig,
     box_plots,
@@ -92,9 +93,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
     for out in (args.json, args.csv, args.plots):
         if out is None:
             continue
-        parent = out.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
+        parent = nearest_existing(out.parent)
         if not parent.is_dir():
             raise InputError(
                 f"cannot write {out}: {parent} is a file, so no folder can be made under it; "

@@ -39,10 +39,9 @@ def register(subparsers: Any) -> None:
 def _check_output_folder(out: Path) -> None:
     """Refuse, before the port is opened, an output folder that a file is in the way of."""
     from medseg.errors import InputError
+    from medseg.io.atomic import nearest_existing
 
-    parent = out
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out)
     if not parent.is_dir():
         raise InputError(
             f"output {out}: {parent} is a file, not a folder; give another output folder (-o or "

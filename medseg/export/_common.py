@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from medseg.errors import ExportError, GeometryError
+from medseg.io.atomic import nearest_existing
 from medseg.io.dicom_values import (
     character_set_terms,
     element_problems,
@@ -245,9 +246,7 @@ def check_output(path: str | os.PathLike[str], *, overwrite: bool) -> Path:
         raise ExportError(f"{out} is a folder; give a file name such as {out / 'seg.dcm'}.")
     if out.exists() and not overwrite:
         raise ExportError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it.")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out.parent)
     if not parent.is_dir():
         raise ExportError(
             f"cannot write {out}: {parent} is a file, so no folder can be made under it; "

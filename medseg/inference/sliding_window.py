@@ -605,35 +605,27 @@ def sliding_window_labels(
             del batch
             if acc is None:
                 n_ch = int(logits.shape[1])
-                acc = _CellAccumulator(
-                    plan,
-                    roi,
-                    n_ch,
-                    weight,
-                    device=dev,
-                    dtype=_TORCH_DTYPES[accumulator],
-                    clip=clip,
-                    with_weights=return_probabilities,
-                )
+
+                def accumulator_for(with_weights: bool, n_ch: int = n_ch) -> _CellAccumulator:
+                    return _CellAccumulator(
+                        plan,
+                        roi,
+                        n_ch,
+                        weight,
+                        device=dev,
+                        dtype=_TORCH_DTYPES[accumulator],
+                        clip=clip,
+                        with_weights=with_weights,
+                    )
+
+                acc = accumulator_for(return_probabilities)
                 if n_ch > 255:
                     labels = labels.astype(np.uint16)
                 if return_probabilities:
                     probs = np.zeros((n_ch, *shape), dtype=np.float16)
                     probs[0] = 1.0  # voxels no window covers are background
-                if per_flip:
-                    flip_accs = [
-                        _CellAccumulator(
-                            plan,
-                            roi,
-                            n_ch,
-                            weight,
-                            device=dev,
-                            dtype=_TORCH_DTYPES[accumulator],
-                            clip=clip,
-                            with_weights=False,
-                        )
-                        for _ in flips
-                    ]
+                if per_flip:  # each flip blended on its own, for its own arg-max
+                    flip_accs = [accumulator_for(False) for _ in flips]
                     flip_maps = [np.zeros(shape, dtype=labels.dtype) for _ in flips]
             elif logits.shape[1] != acc.n_channels:
                 raise ModelError("the network changed its number of output channels.")

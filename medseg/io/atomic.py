@@ -24,9 +24,27 @@ __all__ = [
     "clean_stale_files",
     "clean_stale_folders",
     "fsync_folder",
+    "nearest_existing",
     "write_atomic",
     "write_folder_atomic",
 ]
+
+
+def nearest_existing(path: str | os.PathLike[str]) -> Path:
+    """``path`` itself or its nearest ancestor that exists: where a write would have to start.
+
+    When it is a regular file, no folder can be made under it; output checks use this to fail
+    before any work instead of with a traceback at the end.
+
+    Examples
+    --------
+    >>> nearest_existing("/")
+    PosixPath('/')
+    """
+    parent = Path(path)
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    return parent
 
 
 def _full_suffix(name: str) -> str:

@@ -17,7 +17,7 @@ import numpy.typing as npt
 from PIL import Image
 
 from medseg.errors import ExportError, InputError
-from medseg.io.atomic import write_atomic
+from medseg.io.atomic import nearest_existing, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -25,9 +25,7 @@ __all__ = ["check_output_file", "check_output_folder", "write_png", "write_text"
 
 
 def _writable_ancestor(path: Path) -> None:
-    parent = path
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(path)
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise ExportError(
             f"cannot write {path}: {parent} is not a writable folder; choose another output."

@@ -32,7 +32,7 @@ import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
 from medseg.errors import InputError
-from medseg.io.atomic import write_atomic
+from medseg.io.atomic import nearest_existing, write_atomic
 from medseg.photo.datasets import read_mask, read_photo
 from medseg.photo.measure import (
     Calibration,
@@ -365,9 +365,7 @@ def write_series(
     InputError
         An output exists and ``overwrite`` is False.
     """
-    parent = Path(out_dir)
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
+    parent = nearest_existing(out_dir)
     if not parent.is_dir():
         raise InputError(
             f"output {out_dir}: {parent} is a file, not a folder; give another -o folder."

@@ -232,7 +232,7 @@ def validation_table(
         :class:`~medseg.qa.model.ReviewModel`.
     """
     from medseg.io.openkbp import load_openkbp_labels, openkbp_available_labels
-    from medseg.qa.flags import review_labels
+    from medseg.qa.flags import FLAG_NAMES, review_labels
     from medseg.qa.report import _reference_metrics
     from medseg.volume import LabelMap, LabelVolume, Volume
 
@@ -278,15 +278,8 @@ def validation_table(
                     "confidence": round(conf, 4),
                     **{
                         f"sev_{k}": sev.get(k)
-                        for k in (
-                            "missing",
-                            "volume",
-                            "laterality",
-                            "fragments",
-                            "shape",
-                            "confidence",
-                            "model",
-                        )
+                        for k in FLAG_NAMES
+                        if k != "tta"  # not validated: refused for a model without mirroring
                     },
                     "shape_error": o.shape_error,
                     "volume_z": o.volume_z,
