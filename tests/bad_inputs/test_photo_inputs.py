@@ -11,13 +11,30 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from PIL import Image
 
 import medseg.photo.predict as predict_module
 from medseg.cli import main
+from medseg.photo.checkpoint import save_checkpoint
 from medseg.photo.datasets import MAX_PHOTO_PIXELS, read_mask, read_photo
+from medseg.photo.models import ModelSpec, build_maskrcnn
 
 WOUND = "0011"  # a FUSeg photo the shipped wound model segments well
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A randomly initialised light Mask R-CNN saved in the medseg photo checkpoint format.
+
+    Defined here, not in a ``conftest.py`` of this folder: a second ``conftest`` module collected
+    before ``tests/conftest.py`` breaks the suite's collection (``--doctest-modules``).
+    """
+    torch.manual_seed(0)
+    spec = ModelSpec("mobilenet_v3_fpn", 2, 64, ("wound",))
+    model = build_maskrcnn(spec.architecture, num_classes=2, image_size=64)
+    path = tmp_path_factory.mktemp("photo_ckpt") / "tiny.pt"
+    return save_checkpoint(path, {"model": model.state_dict(), "spec": spec.to_dict()}, half=True)
 
 
 def _fuseg(shared_data: Path, stem: str = WOUND) -> tuple[Path, Path]:
