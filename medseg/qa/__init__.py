@@ -1,9 +1,9 @@
 """Quality assurance of contours: review flags per organ, a review score, an HTML report.
 
 - :func:`review_labels` — flags (missing, volume, laterality, fragments, shape, confidence, TTA,
-  model) and the
-  combined review score of every organ of a label map, against a :class:`ReviewModel`
-  (training statistics from :func:`organ_statistics` + the review SRM, :class:`ShapeModel`).
+  model) and the combined review score of every organ of a label map, against a
+  :class:`ReviewModel` (training statistics from :func:`organ_statistics` + the review SRM,
+  :class:`ShapeModel`).
 - :func:`write_report` — ``OUT/report/index.html`` for a contouring batch.
 
 See docs/qa.md for the flags' validation.
