@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
         )
     overrides: dict[str, Any] = {}
     if args.output_dir:
-        overrides["output_dir"] = args.output_dir
+        # a path given on the command line is relative to the working directory, not the config
+        overrides["output_dir"] = str(Path(args.output_dir).resolve())
     optim: dict[str, Any] = {}
     if args.epochs is not None:
         if args.epochs < 1:
