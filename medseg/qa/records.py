@@ -130,7 +130,8 @@ def _json(text: Any) -> Any:
         return None
 
 
-def _sidecar(folder: Path) -> dict[str, Any]:
+def read_sidecar(folder: Path) -> dict[str, Any]:
+    """A study folder's ``segmentation.json`` as a dict (``{}`` when missing or unreadable)."""
     try:
         data = json.loads((folder / "segmentation.json").read_text())
     except (OSError, ValueError):
@@ -196,7 +197,7 @@ def records_from_manifest(
         for row in manifest.studies():
             key = str(row["key"])
             folder = out / "studies" / key
-            side = _sidecar(folder)
+            side = read_sidecar(folder)
             metrics = _json(row.get("metrics_json")) or side.get("reference_metrics") or {}
             state, reason = str(row["state"]), str(row.get("reason") or "")
             damaged = _damaged_outputs(folder) if state == "done" else ""
@@ -226,7 +227,7 @@ def records_from_folders(
     out = Path(out_dir) / "studies"
     records = []
     for folder in sorted(p for p in out.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        side = _sidecar(folder)
+        side = read_sidecar(folder)
         if not side:
             if (folder / "segmentation.json").exists() or (folder / "segmentation.nii.gz").exists():
                 records.append(

@@ -35,6 +35,7 @@ from medseg.qa.records import (
     StudySources,
     load_study_image,
     load_study_reference,
+    read_sidecar,
     records_from_folders,
     records_from_manifest,
     sources_from_plans,
@@ -152,11 +153,7 @@ def _quality(record: StudyRecord) -> dict[str, dict[str, float]]:
     """Organ → expected Dice / TTA disagreement from the study's ``segmentation.json``."""
     if record.output_dir is None:
         return {}
-    try:
-        data = json.loads((record.output_dir / "segmentation.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    quality = data.get("quality") if isinstance(data, dict) else None
+    quality = read_sidecar(record.output_dir).get("quality")
     if not isinstance(quality, dict):
         return {}
     return {
