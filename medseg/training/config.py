@@ -109,6 +109,8 @@ class ModelConfig:
 
 #: patch sampling schemes of :class:`OptimConfig` (``optim.sampling``)
 SAMPLING = ("voxel", "class")
+#: augmentation schemes of :class:`OptimConfig` (``optim.augmentation``)
+AUGMENTATION = ("light", "strong")
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,10 @@ class OptimConfig:
     contoured voxel, so organs are picked in proportion to their volume. ``class`` (nnU-Net's
     choice): on a random voxel of an organ picked uniformly among those the case has, so a small
     organ (esophagus) is centred as often as a large one (mandible).
+
+    ``augmentation`` (with ``augment``): ``light`` (the default: ±8° rotations, ±10 % scaling,
+    mild intensity changes) or ``strong`` (nnU-Net's default set without mirroring: ±30°,
+    0.7–1.4 scaling, blur, brightness, contrast, gamma, simulated low resolution).
     """
 
     epochs: int = 100
@@ -135,6 +141,7 @@ class OptimConfig:
     weight_decay: float = 1e-5
     val_every: int = 10
     augment: bool = True
+    augmentation: str = "light"
     max_minutes: float | None = None
     amp: bool = True
 
@@ -153,6 +160,11 @@ class OptimConfig:
         if self.sampling not in SAMPLING:
             raise ConfigError(
                 f"optim.sampling must be one of {', '.join(SAMPLING)}; got {self.sampling!r}."
+            )
+        if self.augmentation not in AUGMENTATION:
+            raise ConfigError(
+                f"optim.augmentation must be one of {', '.join(AUGMENTATION)}; "
+                f"got {self.augmentation!r}."
             )
         if not self.lr > 0:
             raise ConfigError(f"optim.lr must be > 0; got {self.lr}.")

@@ -417,41 +417,93 @@ def patch_sampler(
     )
 
 
+def _light_augmentation() -> list[Any]:
+    """Small rotations (±8°) and scaling (±10 %) at p 0.3, intensity scale/shift, noise."""
+    from monai.transforms import (
+        RandAffined,
+        RandGaussianNoised,
+        RandScaleIntensityd,
+        RandShiftIntensityd,
+    )
+
+    return [
+        RandAffined(
+            keys=("image", "label"),
+            prob=0.3,
+            rotate_range=(np.deg2rad(8),) * 3,
+            scale_range=(0.1,) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="border",
+        ),
+        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
+        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+        RandGaussianNoised(keys="image", std=0.02, prob=0.2),
+    ]
+
+
+def _strong_augmentation() -> list[Any]:
+    """nnU-Net's default augmentation, without mirroring, on the [0, 1]-windowed image.
+
+    Rotation ±30° about each axis and scaling 0.7–1.4 (each p 0.2), Gaussian noise (p 0.1),
+    Gaussian blur σ 0.5–1 voxel (p 0.2), brightness ×0.75–1.25 (p 0.15), contrast ×0.75–1.25
+    about the mean (p 0.15), simulated low resolution (down by up to 2×, p 0.25), gamma 0.7–1.5
+    (p 0.3). Noise is scaled to the windowed range (σ ≤ 0.03, nnU-Net's variance ≤ 0.1 on
+    z-scored data). No mirroring: a left–right flip swaps the parotids, and the other axes'
+    mirrors are anatomy a CT never shows (the predictor's TTA refuses undeclared mirrors).
+    """
+    from monai.transforms import (
+        RandAdjustContrastd,
+        RandAffined,
+        RandGaussianNoised,
+        RandGaussianSmoothd,
+        RandScaleIntensityd,
+        RandScaleIntensityFixedMeand,
+        RandSimulateLowResolutiond,
+    )
+
+    return [
+        RandAffined(
+            keys=("image", "label"),
+            prob=0.2,
+            rotate_range=(np.deg2rad(30),) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="border",
+        ),
+        RandAffined(
+            keys=("image", "label"),
+            prob=0.2,
+            scale_range=((-0.3, 0.4),) * 3,
+            mode=("bilinear", "nearest"),
+            padding_mode="border",
+        ),
+        RandGaussianNoised(keys="image", std=0.03, prob=0.1),
+        RandGaussianSmoothd(
+            keys="image", sigma_x=(0.5, 1.0), sigma_y=(0.5, 1.0), sigma_z=(0.5, 1.0), prob=0.2
+        ),
+        RandScaleIntensityd(keys="image", factors=0.25, prob=0.15),
+        RandScaleIntensityFixedMeand(keys="image", factors=0.25, preserve_range=True, prob=0.15),
+        RandSimulateLowResolutiond(keys="image", zoom_range=(0.5, 1.0), prob=0.25),
+        RandAdjustContrastd(keys="image", gamma=(0.7, 1.5), prob=0.3),
+    ]
+
+
 def random_transforms(spec: PreprocessingSpec, optim: OptimConfig) -> list[Any]:
     """Foreground-weighted patch sampling and (optional) augmentation.
 
     Sampling per ``optim.sampling``: ``voxel`` centres ``pos_fraction`` of the patches on a random
     contoured voxel, ``class`` on a random voxel of an organ chosen uniformly among those the case
-    has (:class:`ClassBalancedCropd`). No left–right flips: they would swap LeftParotid and
-    RightParotid. Augmentation: small rotations (±8°) and scaling (±10 %), intensity
-    scale/shift, Gaussian noise.
+    has (:class:`ClassBalancedCropd`). Augmentation per ``optim.augmentation`` when
+    ``optim.augment``: ``light`` (:func:`_light_augmentation`) or ``strong`` (nnU-Net's,
+    :func:`_strong_augmentation`). No left–right flips in either: they would swap LeftParotid and
+    RightParotid.
     """
-    from monai.transforms import (
-        EnsureTyped,
-        RandAffined,
-        RandGaussianNoised,
-        RandScaleIntensityd,
-        RandShiftIntensityd,
-        SpatialPadd,
-    )
+    from monai.transforms import EnsureTyped, SpatialPadd
 
     out: list[Any] = [
         SpatialPadd(keys=("image", "label"), spatial_size=spec.roi_size, mode="constant"),
         patch_sampler(("image", "label"), spec, optim, optim.pos_fraction),
     ]
     if optim.augment:
-        out += [
-            RandAffined(
-                keys=("image", "label"),
-                prob=0.3,
-                rotate_range=(np.deg2rad(8),) * 3,
-                scale_range=(0.1,) * 3,
-                mode=("bilinear", "nearest"),
-                padding_mode="border",
-            ),
-            RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-            RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
-            RandGaussianNoised(keys="image", std=0.02, prob=0.2),
-        ]
+        out += _strong_augmentation() if optim.augmentation == "strong" else _light_augmentation()
     out.append(EnsureTyped(keys=("image", "label"), track_meta=False))
     return out

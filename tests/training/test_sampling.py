@@ -119,3 +119,60 @@ def test_class_sampling_refuses_a_map_smaller_than_the_patch(prepared: dict) -> 
 def test_sampling_option_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"optim\.sampling must be one of voxel, class"):
         OptimConfig(sampling="organ")
+
+
+def _augmented(prepared: dict, augmentation: str, n: int) -> tuple[list[dict], dict]:
+    """``n`` augmented copies of one fixed 48×64×64 patch around the mandible (and the patch)."""
+    from monai.transforms import Compose
+
+    from medseg.training.data import random_transforms
+
+    label = np.asarray(prepared["label"])
+    centre = np.argwhere(label[0] == MANDIBLE).mean(axis=0).astype(int)
+    centre = [
+        min(max(int(c), s // 2), n_ - s + s // 2)
+        for c, s, n_ in zip(centre, SPEC.roi_size, label.shape[1:], strict=True)
+    ]
+    box = (
+        slice(None),
+        *tuple(
+            slice(c - s // 2, c - s // 2 + s) for c, s in zip(centre, SPEC.roi_size, strict=True)
+        ),
+    )
+    patch = {
+        "image": np.asarray(prepared["image"])[box].astype(np.float32),
+        "label": label[box].copy(),
+    }
+    optim = OptimConfig(augmentation=augmentation)
+    augment = Compose(random_transforms(SPEC, optim)[2:])  # after padding and sampling
+    augment.set_random_state(seed=1)
+    return [augment(dict(patch)) for _ in range(n)], patch
+
+
+@pytest.mark.parametrize(
+    ("augmentation", "spatial", "any_change"),
+    # probability that a copy is moved (rotated or scaled) / changed at all
+    [("light", (0.12, 0.5), (0.75, 1.0)), ("strong", (0.2, 0.55), (0.65, 1.0))],
+)
+def test_augmentation_keeps_labels_on_their_anatomy(
+    prepared: dict, augmentation: str, spatial: tuple[float, float], any_change: tuple[float, float]
+) -> None:
+    copies, patch = _augmented(prepared, augmentation, 60)
+    moved = changed = 0
+    for c in copies:
+        image, label = np.asarray(c["image"]), np.asarray(c["label"])
+        assert image.shape == label.shape == (1, *SPEC.roi_size)
+        assert np.isfinite(image).all()
+        assert set(np.unique(label).tolist()) <= set(range(8))  # nearest: no invented labels
+        moved += not np.array_equal(label, patch["label"])
+        changed += not np.array_equal(image, patch["image"])
+        # the label moves with the image: the mandible (bone) stays brighter than the brainstem
+        if (label == MANDIBLE).sum() > 50 and (label == 1).sum() > 50:
+            assert image[label == MANDIBLE].mean() > image[label == 1].mean() + 0.1
+    assert spatial[0] < moved / 60 < spatial[1]
+    assert any_change[0] < changed / 60 <= any_change[1]
+
+
+def test_augmentation_option_is_validated() -> None:
+    with pytest.raises(ConfigError, match=r"optim\.augmentation must be one of light, strong"):
+        OptimConfig(augmentation="nnunet")
