@@ -2,7 +2,7 @@
 
 >>> from medseg.models import build_model, available_models
 >>> available_models()
-('fcn3d', 'srm', 'unet3d')
+('dynunet3d', 'fcn3d', 'srm', 'unet3d')
 >>> net = build_model("fcn3d", in_channels=1, out_channels=8, channels=(2, 4, 4, 8))
 >>> type(net).__name__
 'FCN3D'
@@ -18,7 +18,7 @@ from medseg.models.checkpoint import (
     resolve_checkpoint_path,
     save_checkpoint,
 )
-from medseg.models.networks import fcn3d, unet3d
+from medseg.models.networks import dynunet3d, fcn3d, unet3d
 from medseg.models.registry import available_models, build_model
 from medseg.models.srm import ShapeAutoencoder, ShapeRegularizedLoss, srm
 
@@ -28,6 +28,7 @@ __all__ = [
     "ShapeRegularizedLoss",
     "available_models",
     "build_model",
+    "dynunet3d",
     "fcn3d",
     "load_checkpoint",
     "resolve_checkpoint_path",

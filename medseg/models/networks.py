@@ -1,4 +1,4 @@
-"""Segmentation networks: a configured MONAI U-Net and a 3D FCN in the FCN-8s spirit.
+"""Segmentation networks: configured MONAI U-Nets and a 3D FCN in the FCN-8s spirit.
 
 All networks take ``(batch, in_channels, D, H, W)`` float tensors and return logits
 ``(batch, out_channels, D, H, W)`` of the *same* spatial size for any input size (odd sizes
@@ -16,7 +16,7 @@ from torch import nn
 
 from medseg.errors import ModelError
 
-__all__ = ["FCN3D", "PadToMultiple", "fcn3d", "unet3d"]
+__all__ = ["FCN3D", "PadToMultiple", "deep_supervision_weights", "dynunet3d", "fcn3d", "unet3d"]
 
 
 class PadToMultiple(nn.Module):
@@ -162,3 +162,73 @@ def fcn3d(
     torch.Size([1, 3, 11, 9, 13])
     """
     return FCN3D(in_channels, out_channels, channels)
+
+
+def dynunet3d(
+    *,
+    in_channels: int,
+    out_channels: int,
+    channels: Sequence[int] = (16, 32, 64, 128),
+    deep_supervision: int = 0,
+) -> nn.Module:
+    """nnU-Net's 3D U-Net (MONAI ``DynUNet``), optionally with deep supervision.
+
+    Each level: two 3×3×3 convolutions with instance norm and leaky ReLU; stride-2 convolutions
+    down, transposed convolutions up. With ``deep_supervision`` = n > 0, n extra 1×1×1 output
+    heads on the n decoder levels below full resolution: in **training** mode the network then
+    returns ``(batch, 1 + n, out_channels, D, H, W)`` — the full-resolution logits first, each
+    coarser head upsampled (nearest) to the input size — for a loss over all heads
+    (:func:`deep_supervision_weights`); in **eval** mode it returns only the full-resolution
+    logits, so the Predictor and every checkpoint reader see an ordinary network.
+
+    Parameters
+    ----------
+    channels
+        Feature maps per level; ``len(channels) - 1`` stride-2 downsamplings.
+    deep_supervision
+        Extra heads, 0 (off) to ``len(channels) - 2``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> net = dynunet3d(in_channels=1, out_channels=3, channels=(4, 8, 8), deep_supervision=1)
+    >>> net(torch.zeros(1, 1, 9, 10, 7)).shape
+    torch.Size([1, 2, 3, 9, 10, 7])
+    >>> net.eval()(torch.zeros(1, 1, 9, 10, 7)).shape
+    torch.Size([1, 3, 9, 10, 7])
+    """
+    from monai.networks.nets import DynUNet
+
+    levels = len(channels)
+    if levels < 3:
+        raise ModelError(f"dynunet3d needs at least 3 channel levels; got {list(channels)}.")
+    heads = int(deep_supervision)
+    if not 0 <= heads <= levels - 2:
+        raise ModelError(
+            f"dynunet3d: deep_supervision must be 0 (off) to {levels - 2} for {levels} levels; "
+            f"got {deep_supervision}."
+        )
+    net = DynUNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        kernel_size=[3] * levels,
+        strides=[1] + [2] * (levels - 1),
+        upsample_kernel_size=[2] * (levels - 1),
+        filters=[int(c) for c in channels],
+        norm_name="instance",
+        deep_supervision=heads > 0,
+        deep_supr_num=max(1, heads),
+    )
+    return PadToMultiple(net, 2 ** (levels - 1))
+
+
+def deep_supervision_weights(heads: int) -> list[float]:
+    """nnU-Net's loss weights for ``heads`` outputs (full resolution first): halved per level,
+    normalised to sum to 1.
+
+    >>> deep_supervision_weights(3)
+    [0.5714285714285714, 0.2857142857142857, 0.14285714285714285]
+    """
+    raw = [0.5**i for i in range(heads)]
+    return [w / sum(raw) for w in raw]

@@ -4,7 +4,7 @@ A module of its own so that :mod:`medseg.models.checkpoint` can build the model 
 names without importing the :mod:`medseg.models` package that re-exports it (no import cycle).
 
 >>> available_models()
-('fcn3d', 'srm', 'unet3d')
+('dynunet3d', 'fcn3d', 'srm', 'unet3d')
 """
 
 from __future__ import annotations
@@ -15,12 +15,17 @@ from typing import Any
 from torch import nn
 
 from medseg.errors import ModelError
-from medseg.models.networks import fcn3d, unet3d
+from medseg.models.networks import dynunet3d, fcn3d, unet3d
 from medseg.models.srm import srm
 
 __all__ = ["available_models", "build_model"]
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {"unet3d": unet3d, "fcn3d": fcn3d, "srm": srm}
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
+    "unet3d": unet3d,
+    "dynunet3d": dynunet3d,
+    "fcn3d": fcn3d,
+    "srm": srm,
+}
 
 
 def available_models() -> tuple[str, ...]:

@@ -39,6 +39,7 @@ from medseg.io.atomic import write_atomic
 from medseg.metrics import dice_per_label
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
+from medseg.models.networks import deep_supervision_weights
 from medseg.runtime import autocast, autocast_dtype, select_device
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
@@ -441,7 +442,12 @@ def train(
             available = torch.as_tensor(batch["available"]).bool()
             with autocast(device.type, amp_dtype):
                 logits = model(image)
-            if partial_loss is not None and not bool(available.all()):
+            heads = None
+            if logits.ndim == image.ndim + 1:  # deep supervision: (B, heads, K, ...), full first
+                logits, heads = logits[:, 0], logits[:, 1:]
+            is_partial = partial_loss is not None and not bool(available.all())
+            if is_partial:
+                assert partial_loss is not None
                 loss = partial_loss(logits.float(), label, available)
                 last_terms = dict(partial_loss.last_terms)
                 if loss_fn.has_shape_terms:  # SRM terms on the contours plus the prediction
@@ -451,6 +457,19 @@ def train(
             else:
                 loss = loss_fn(logits.float(), label)
                 last_terms = loss_fn.last_terms
+            if heads is not None:  # the coarser heads: data term only, nnU-Net's weights
+                w = deep_supervision_weights(1 + heads.shape[1])
+                coarse = loss.new_zeros(())
+                for i in range(heads.shape[1]):
+                    head = heads[:, i].float()
+                    extra = (
+                        partial_loss(head, label, available)  # type: ignore[misc]
+                        if is_partial
+                        else loss_fn.seg(head, label)
+                    )
+                    coarse = coarse + w[i + 1] * extra
+                loss = w[0] * loss + coarse
+                last_terms = {**last_terms, "heads": float(coarse.detach())}
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(opt)

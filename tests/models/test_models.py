@@ -19,17 +19,19 @@ from medseg.models import (
     save_checkpoint,
 )
 from medseg.models.checkpoint import read_checkpoint
+from medseg.models.networks import deep_supervision_weights
 from medseg.preprocess import PreprocessingSpec
 from medseg.volume import LabelMap
 
 SMALL = {
     "unet3d": {"channels": (4, 8, 8)},
+    "dynunet3d": {"channels": (4, 8, 8), "deep_supervision": 1},
     "fcn3d": {"channels": (4, 4, 8, 8)},
     "srm": {"channels": (4, 8), "latent_channels": 2},
 }
 
 
-@pytest.mark.parametrize("name", ["unet3d", "fcn3d", "srm"])
+@pytest.mark.parametrize("name", ["unet3d", "dynunet3d", "fcn3d", "srm"])
 @pytest.mark.parametrize("size", [(9, 11, 13), (17, 7, 8), (8, 8, 8)])
 def test_every_model_keeps_input_size(name: str, size: tuple[int, int, int]) -> None:
     cin = 3 if name == "srm" else 1
@@ -40,8 +42,31 @@ def test_every_model_keeps_input_size(name: str, size: tuple[int, int, int]) -> 
     assert torch.isfinite(out).all()
 
 
+def test_deep_supervision_heads_in_training_only() -> None:
+    torch.manual_seed(0)
+    net = build_model("dynunet3d", in_channels=1, out_channels=3, channels=(4, 8, 8, 16),
+                      deep_supervision=2)  # fmt: skip
+    x = torch.randn(1, 1, 17, 12, 9)
+    out = net.train()(x)
+    assert out.shape == (1, 3, 3, 17, 12, 9)  # full resolution + 2 coarser heads, upsampled
+    with torch.no_grad():
+        main = net.eval()(x)
+    assert main.shape == (1, 3, 17, 12, 9)
+    # the first head is the network's ordinary output (instance norm: same in both modes)
+    torch.testing.assert_close(out[:, 0].detach(), main, rtol=1e-4, atol=1e-4)
+    # the coarser heads are not copies of it: nearest-upsampled, constant over 2x2x2 blocks
+    coarse = out[0, 1, :, :16, :12, :8].detach()
+    blocks = coarse.reshape(3, 8, 2, 6, 2, 4, 2)
+    assert torch.allclose(blocks, blocks[:, :, :1, :, :1, :, :1].expand_as(blocks))
+    assert not torch.allclose(out[:, 1], out[:, 0])
+    with pytest.raises(ModelError, match="deep_supervision must be 0 \\(off\\) to 2"):
+        build_model("dynunet3d", in_channels=1, out_channels=3, channels=(4, 8, 8, 16),
+                    deep_supervision=3)  # fmt: skip
+    assert deep_supervision_weights(3) == pytest.approx([4 / 7, 2 / 7, 1 / 7])
+
+
 def test_registry_errors() -> None:
-    assert set(available_models()) == {"unet3d", "fcn3d", "srm"}
+    assert set(available_models()) == {"unet3d", "dynunet3d", "fcn3d", "srm"}
     with pytest.raises(ModelError, match="unknown model"):
         build_model("resnet", in_channels=1, out_channels=2)
     with pytest.raises(ModelError, match="bad options"):

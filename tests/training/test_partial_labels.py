@@ -280,3 +280,31 @@ def test_srm_run_on_real_partial_data_applies_shape_terms_to_partial_patients(
     for row in rows:
         assert float(row["train_exclusion"]) >= 0
         assert float(row["train_latent"]) > 0 and float(row["train_recon"]) > 0
+
+
+@pytest.mark.slow
+def test_nnunet_options_run_on_real_partial_data(tmp_path: Path, shared_data: Path) -> None:
+    """Deep supervision (dynunet3d), class-balanced sampling and strong augmentation together."""
+    cfg_path = _short_config(tmp_path, shared_data, val="pt_100", epochs=2)
+    text = cfg_path.read_text()
+    text = text.replace(
+        "model: {name: unet3d, options: {channels: [8, 16], num_res_units: 1}}",
+        "model: {name: dynunet3d, options: {channels: [8, 16, 16], deep_supervision: 1}}",
+    )
+    text = text.replace("pos_fraction: 1.0,", "pos_fraction: 0.67, sampling: class,")
+    text = text.replace("amp: false}", "amp: false, augmentation: strong}")
+    assert "dynunet3d" in text and "sampling: class" in text and "augmentation: strong" in text
+    cfg_path.write_text(text)
+    cfg = load_train_config(cfg_path)
+    assert (cfg.optim.sampling, cfg.optim.augmentation) == ("class", "strong")
+    result = train(cfg)
+    assert result.steps_done == 2 * 3
+    rows = list(csv.DictReader((tmp_path / "run" / "log.csv").open()))
+    # the coarser head's weighted loss is logged for every epoch (it took part in training)
+    assert all(float(row["train_heads"]) > 0 for row in rows)
+    assert 0.0 <= float(rows[-1]["val_mean_dice"]) <= 1.0
+    model, info = load_checkpoint(result.last_checkpoint)
+    assert info.model_name == "dynunet3d"
+    with torch.no_grad():  # a loaded checkpoint is in eval mode: one output, no heads
+        out = model(torch.zeros(1, 1, 20, 24, 28))
+    assert out.shape == (1, 8, 20, 24, 28)
