@@ -6,7 +6,11 @@ Every variant runs in this process, one after the other, with the same random ba
 2 × 1 × 48 × 64 × 64 patches (the shipped configs' ``samples_per_case × roi_size``), 8 classes,
 Dice + CE loss (+ the SRM terms for the ``+srm`` rows), backward, AdamW step.
 
-    .venv/bin/python benchmarks/training.py [--threads 1] [--steps 6]
+Arms (``--arms``): ``unet`` (U-Net 16–128, the shipped network), ``unet-wide`` (32–256),
+``fcn``, ``unet+srm``, ``fcn+srm``, ``dynunet`` (nnU-Net's U-Net 16–128) and ``dynunet+ds`` (with
+two deep-supervision heads, their loss weighted as in training).
+
+    .venv/bin/python benchmarks/training.py [--threads 1] [--steps 6] [--arms unet,fcn,...]
 """
 
 from __future__ import annotations
@@ -18,22 +22,33 @@ import time
 import torch
 
 from medseg.models import ShapeRegularizedLoss, build_model
+from medseg.models.networks import deep_supervision_weights
 from medseg.runtime import autocast, cpu_has_native_bf16
 
 logger = logging.getLogger("bench.training")
 
 ROI = (48, 64, 64)
 K = 8
+ARMS = ("unet", "unet-wide", "fcn", "unet+srm", "fcn+srm", "dynunet", "dynunet+ds")
+DEFAULT_ARMS = "unet,fcn,unet+srm,fcn+srm"
+
+
+def _network(arm: str) -> torch.nn.Module:
+    channels = [32, 64, 128, 256] if arm == "unet-wide" else [16, 32, 64, 128]
+    if arm.startswith("fcn"):
+        return build_model("fcn3d", in_channels=1, out_channels=K, channels=channels)
+    if arm.startswith("dynunet"):
+        heads = 2 if arm.endswith("+ds") else 0
+        return build_model(
+            "dynunet3d", in_channels=1, out_channels=K, channels=channels, deep_supervision=heads
+        )
+    return build_model("unet3d", in_channels=1, out_channels=K, channels=channels, num_res_units=1)
 
 
 def step_seconds(arm: str, dtype: torch.dtype | None, steps: int) -> float:
     """Median seconds per step (after two warm-up steps)."""
     torch.manual_seed(0)
-    net_name = "fcn3d" if arm.startswith("fcn") else "unet3d"
-    opts: dict = {"channels": [16, 32, 64, 128]}
-    if net_name == "unet3d":
-        opts["num_res_units"] = 1
-    net = build_model(net_name, in_channels=1, out_channels=K, **opts)
+    net = _network(arm)
     srm = None
     if arm.endswith("+srm"):
         srm = build_model(
@@ -53,7 +68,13 @@ def step_seconds(arm: str, dtype: torch.dtype | None, steps: int) -> float:
         t0 = time.perf_counter()
         with autocast("cpu", dtype):
             logits = net(x)
-        loss = loss_fn(logits.float(), y)
+        if logits.ndim == 6:  # deep supervision: full-resolution logits first, then the heads
+            w = deep_supervision_weights(logits.shape[1])
+            loss = w[0] * loss_fn(logits[:, 0].float(), y)
+            for h in range(1, logits.shape[1]):
+                loss = loss + w[h] * loss_fn.seg(logits[:, h].float(), y)
+        else:
+            loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -66,7 +87,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated, of {', '.join(ARMS)}")
     args = ap.parse_args()
+    arms = args.arms.split(",")
+    unknown = set(arms) - set(ARMS)
+    if unknown:
+        ap.error(f"unknown arms {sorted(unknown)}; choose from {', '.join(ARMS)}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
     if not cpu_has_native_bf16():
@@ -76,7 +102,7 @@ def main() -> None:
     )
     logger.info("| arm | float32 s/step | bf16 s/step | float32 / bf16 |")
     logger.info("|---|---|---|---|")
-    for arm in ("unet", "fcn", "unet+srm", "fcn+srm"):
+    for arm in arms:
         f32 = step_seconds(arm, None, args.steps)
         b16 = step_seconds(arm, torch.bfloat16, args.steps)
         logger.info("| %s | %.3f | %.3f | %.2fx |", arm, f32, b16, f32 / b16)
