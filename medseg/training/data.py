@@ -317,8 +317,8 @@ class ClassBalancedCropd(Randomizable, MapTransform):
     organs present in the case's label map, each equally likely, and centre the patch on a
     random voxel of it; otherwise centre it on a random voxel of the map. Centring on a random
     *foreground voxel* instead (``RandCropByPosNegLabeld``) picks organs in proportion to their
-    volume: on OpenKBP's 4 mm grid the mandible and parotids have 10–30 times the esophagus's
-    voxels, so a small organ is rarely the centre of a patch. Organs a partially contoured case
+    volume: on OpenKBP's 4 mm grid the mandible alone has a median 5.6 times the esophagus's
+    voxels, so a small organ is seldom the centre of a patch. Organs a partially contoured case
     has no contour for are simply not present, so they are never chosen.
 
     Output: a list of ``num_samples`` dictionaries with ``keys`` cropped to ``spatial_size``
