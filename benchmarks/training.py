@@ -22,7 +22,7 @@ import time
 import torch
 
 from medseg.models import ShapeRegularizedLoss, build_model
-from medseg.models.networks import deep_supervision_weights
+from medseg.models.networks import deep_supervision_loss
 from medseg.runtime import autocast, cpu_has_native_bf16
 
 logger = logging.getLogger("bench.training")
@@ -69,10 +69,9 @@ def step_seconds(arm: str, dtype: torch.dtype | None, steps: int) -> float:
         with autocast("cpu", dtype):
             logits = net(x)
         if logits.ndim == 6:  # deep supervision: full-resolution logits first, then the heads
-            w = deep_supervision_weights(logits.shape[1])
-            loss = w[0] * loss_fn(logits[:, 0].float(), y)
-            for h in range(1, logits.shape[1]):
-                loss = loss + w[h] * loss_fn.seg(logits[:, h].float(), y)
+            loss, _ = deep_supervision_loss(
+                loss_fn(logits[:, 0].float(), y), logits[:, 1:], lambda h: loss_fn.seg(h, y)
+            )
         else:
             loss = loss_fn(logits.float(), y)
         opt.zero_grad(set_to_none=True)

@@ -7,7 +7,8 @@ Each JSON is what ``pipelines/evaluate_hn_oar.py`` writes (``{run: {"dice": {cas
 table: each run's mean Dice, its per-patient difference to the reference (mean ± SD over the
 patients, and on how many patients it is higher), the same for the mean HD95, and the per-organ
 mean Dice difference. ``--organs A,B,...`` restricts every figure to those organs (e.g. the ones
-every compared run finds: a missed organ's HD95 is a placeholder distance). Paired, because the
+every compared run finds: a missed organ's HD95 is the image diagonal, not a surface distance).
+Paired, because the
 spread between patients (SD 0.02–0.12 per organ) hides differences that are consistent patient
 by patient.
 """

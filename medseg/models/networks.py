@@ -8,7 +8,7 @@ included): the U-Net pads to a multiple of its total stride and crops back; the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as nnf
@@ -16,7 +16,15 @@ from torch import nn
 
 from medseg.errors import ModelError
 
-__all__ = ["FCN3D", "PadToMultiple", "deep_supervision_weights", "dynunet3d", "fcn3d", "unet3d"]
+__all__ = [
+    "FCN3D",
+    "PadToMultiple",
+    "deep_supervision_loss",
+    "deep_supervision_weights",
+    "dynunet3d",
+    "fcn3d",
+    "unet3d",
+]
 
 
 class PadToMultiple(nn.Module):
@@ -232,3 +240,19 @@ def deep_supervision_weights(heads: int) -> list[float]:
     """
     raw = [0.5**i for i in range(heads)]
     return [w / sum(raw) for w in raw]
+
+
+def deep_supervision_loss(
+    main: torch.Tensor, heads: torch.Tensor, head_loss: Callable[[torch.Tensor], torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """nnU-Net's weighted sum of the main output's loss and its coarser heads' losses.
+
+    ``main``: the full-resolution output's loss; ``heads``: ``(batch, n, K, ...)`` logits of the
+    n coarser heads; ``head_loss``: the data term for one head's logits. Returns the total and
+    the heads' weighted part (for logging).
+    """
+    w = deep_supervision_weights(1 + heads.shape[1])
+    coarse = main.new_zeros(())
+    for i in range(heads.shape[1]):
+        coarse = coarse + w[i + 1] * head_loss(heads[:, i].float())
+    return w[0] * main + coarse, coarse

@@ -39,7 +39,7 @@ from medseg.io.atomic import write_atomic
 from medseg.metrics import dice_per_label
 from medseg.models import ShapeRegularizedLoss, build_model, load_checkpoint, save_checkpoint
 from medseg.models.checkpoint import read_checkpoint
-from medseg.models.networks import deep_supervision_weights
+from medseg.models.networks import deep_supervision_loss
 from medseg.runtime import autocast, autocast_dtype, select_device
 from medseg.training.config import TrainConfig
 from medseg.training.data import (
@@ -458,17 +458,16 @@ def train(
                 loss = loss_fn(logits.float(), label)
                 last_terms = loss_fn.last_terms
             if heads is not None:  # the coarser heads: data term only, nnU-Net's weights
-                w = deep_supervision_weights(1 + heads.shape[1])
-                coarse = loss.new_zeros(())
-                for i in range(heads.shape[1]):
-                    head = heads[:, i].float()
-                    extra = (
-                        partial_loss(head, label, available)  # type: ignore[misc]
-                        if is_partial
-                        else loss_fn.seg(head, label)
-                    )
-                    coarse = coarse + w[i + 1] * extra
-                loss = w[0] * loss + coarse
+                # the head loss is called within this step, so binding the loop variables is safe
+                loss, coarse = deep_supervision_loss(
+                    loss,
+                    heads,
+                    lambda h: (
+                        partial_loss(h, label, available)  # type: ignore[misc]  # noqa: B023
+                        if is_partial  # noqa: B023
+                        else loss_fn.seg(h, label)  # noqa: B023
+                    ),
+                )
                 last_terms = {**last_terms, "heads": float(coarse.detach())}
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
