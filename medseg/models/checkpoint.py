@@ -177,7 +177,7 @@ def save_checkpoint(  # noqa: PLR0913 -- keyword-only; one argument per field of
         }
     except TypeError as exc:
         raise ConfigError(f"checkpoint metadata must be JSON-serialisable ({exc}).") from exc
-    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    state = _detached_state(model)
     payload: dict[str, Any] = {"format": FORMAT, "format_version": FORMAT_VERSION, **strings}
     payload["state_dict"] = state
     payload["digest"] = _digest(strings, state)
@@ -185,6 +185,29 @@ def save_checkpoint(  # noqa: PLR0913 -- keyword-only; one argument per field of
         payload["training_state"] = dict(training_state)
     out = Path(path)
     return write_atomic(out, lambda tmp: torch.save(payload, tmp))
+
+
+def _detached_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """CPU copies of the model's state, one copy per tensor the model shares between names.
+
+    Some networks register one module under two names (MONAI's DynUNet holds its skip blocks in
+    both ``downsamples`` and ``skip_layers``), so ``state_dict()`` lists the same tensor twice.
+    Copying each name separately would store those weights twice in the file.
+    """
+    copies: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype], torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = {}
+    for name, tensor in model.state_dict().items():
+        key = (
+            tensor.untyped_storage().data_ptr(),
+            tensor.storage_offset(),
+            tuple(tensor.shape),
+            tuple(tensor.stride()),
+            tensor.dtype,
+        )
+        if key not in copies:
+            copies[key] = tensor.detach().cpu().clone()
+        state[name] = copies[key]
+    return state
 
 
 def resolve_checkpoint_path(name_or_path: str | os.PathLike[str]) -> Path:

@@ -153,6 +153,32 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
         assert torch.equal(model(x), net.eval()(x))
 
 
+def test_checkpoint_stores_weights_shared_between_names_once(tmp_path: Path) -> None:
+    """DynUNet lists its skip blocks under two names; the file holds their weights once."""
+    opts = {"in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128]}
+    net = build_model("dynunet3d", **opts)
+    names = net.state_dict()
+    unique = {t.untyped_storage().data_ptr(): t.numel() * t.element_size() for t in names.values()}
+    every = sum(t.numel() * t.element_size() for t in names.values())
+    assert every > 1.8 * sum(unique.values())  # the sharing this test is about
+    path = save_checkpoint(
+        tmp_path / "dyn.pt",
+        net,
+        model_name="dynunet3d",
+        model_options=opts,
+        label_map=LabelMap.from_names(["Brainstem", "Mandible"]),
+        preprocessing=PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (16, 16, 16)),
+    )
+    size = path.stat().st_size
+    assert sum(unique.values()) < size < 1.1 * sum(unique.values()) + 100_000
+    model, _ = load_checkpoint(path)
+    x = torch.randn(1, 1, 16, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(model(x), net.eval()(x))
+    reloaded = torch.load(path, weights_only=True)["state_dict"]
+    assert set(reloaded) == set(names)
+
+
 def test_tampered_and_unsafe_checkpoints_are_refused(tmp_path: Path) -> None:
     path, _ = _save(tmp_path)
     payload = torch.load(path, weights_only=True)
