@@ -124,14 +124,16 @@ def test_srm_loss_under_bfloat16_autocast_matches_float32() -> None:
     assert ref.last_terms["latent"] > 1e-4  # a perturbed prediction: the term is not trivially 0
 
 
-def _save(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
-    opts = {"in_channels": 1, "out_channels": 3, "channels": [4, 4, 8, 8]}
-    net = build_model("fcn3d", **opts)
+def _save(
+    tmp_path: Path, name: str = "fcn3d", channels: tuple[int, ...] = (4, 4, 8, 8)
+) -> tuple[Path, torch.nn.Module]:
+    opts = {"in_channels": 1, "out_channels": 3, "channels": list(channels)}
+    net = build_model(name, **opts)
     spec = PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (16, 16, 16))
     path = save_checkpoint(
         tmp_path / "m.pt",
         net,
-        model_name="fcn3d",
+        model_name=name,
         model_options=opts,
         label_map=LabelMap.from_names(["Brainstem", "Mandible"]),
         preprocessing=spec,
@@ -155,20 +157,11 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 
 def test_checkpoint_stores_weights_shared_between_names_once(tmp_path: Path) -> None:
     """DynUNet lists its skip blocks under two names; the file holds their weights once."""
-    opts = {"in_channels": 1, "out_channels": 3, "channels": [16, 32, 64, 128]}
-    net = build_model("dynunet3d", **opts)
+    path, net = _save(tmp_path, "dynunet3d", (16, 32, 64, 128))
     names = net.state_dict()
     unique = {t.untyped_storage().data_ptr(): t.numel() * t.element_size() for t in names.values()}
     every = sum(t.numel() * t.element_size() for t in names.values())
     assert every > 1.8 * sum(unique.values())  # the sharing this test is about
-    path = save_checkpoint(
-        tmp_path / "dyn.pt",
-        net,
-        model_name="dynunet3d",
-        model_options=opts,
-        label_map=LabelMap.from_names(["Brainstem", "Mandible"]),
-        preprocessing=PreprocessingSpec((3.0, 4.0, 4.0), "SPL", (-500.0, 500.0), (16, 16, 16)),
-    )
     size = path.stat().st_size
     assert sum(unique.values()) < size < 1.1 * sum(unique.values()) + 100_000
     model, _ = load_checkpoint(path)
