@@ -8,9 +8,8 @@ table: each run's mean Dice, its per-patient difference to the reference (mean �
 patients, and on how many patients it is higher), the same for the mean HD95, and the per-organ
 mean Dice difference. ``--organs A,B,...`` restricts every figure to those organs (e.g. the ones
 every compared run finds: a missed organ's HD95 is the image diagonal, not a surface distance).
-Paired, because the
-spread between patients (SD 0.02–0.12 per organ) hides differences that are consistent patient
-by patient.
+Paired, because the spread between patients (SD 0.02–0.12 per organ) hides differences that are
+consistent patient by patient.
 """
 
 from __future__ import annotations

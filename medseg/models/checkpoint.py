@@ -194,16 +194,10 @@ def _detached_state(model: nn.Module) -> dict[str, torch.Tensor]:
     both ``downsamples`` and ``skip_layers``), so ``state_dict()`` lists the same tensor twice.
     Copying each name separately would store those weights twice in the file.
     """
-    copies: dict[tuple[int, int, tuple[int, ...], tuple[int, ...], torch.dtype], torch.Tensor] = {}
+    copies: dict[tuple[int, torch.Size, tuple[int, ...], torch.dtype], torch.Tensor] = {}
     state: dict[str, torch.Tensor] = {}
     for name, tensor in model.state_dict().items():
-        key = (
-            tensor.untyped_storage().data_ptr(),
-            tensor.storage_offset(),
-            tuple(tensor.shape),
-            tuple(tensor.stride()),
-            tensor.dtype,
-        )
+        key = (tensor.data_ptr(), tensor.shape, tensor.stride(), tensor.dtype)
         if key not in copies:
             copies[key] = tensor.detach().cpu().clone()
         state[name] = copies[key]
